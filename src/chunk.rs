@@ -30,10 +30,8 @@ impl Tokenizer {
     /// Loads a `tokenizer.json`, with truncation and padding turned off so that counts are
     /// the true length of a text (a truncating tokenizer would hide over-long chunks).
     pub fn from_file(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let mut tokenizer = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| TokenizerError::Load { path: path.display().to_string(), message: e.to_string() })?;
         tokenizer
             .with_truncation(None)
             .map_err(|e| TokenizerError::Load { path: path.display().to_string(), message: e.to_string() })?;
@@ -134,9 +132,7 @@ pub fn split(doc: &Extracted, tokenizer: &Tokenizer, budget: TokenBudget) -> Vec
             .map(|c| c.with_trim(true))
     };
     // TokenBudget::new guarantees overlap < max_tokens, the only way with_overlap fails.
-    let Ok(config) = config() else {
-        unreachable!("TokenBudget keeps overlap below max_tokens")
-    };
+    let Ok(config) = config() else { unreachable!("TokenBudget keeps overlap below max_tokens") };
     let mut chunks = Vec::new();
     let mut push = |piece: &str, metadata: &serde_json::Value| {
         let piece = piece.trim();
@@ -241,10 +237,7 @@ mod tests {
         let tokenizer = cl100k();
         let budget = TokenBudget::new(32, 0, 8191).expect("budget");
         let chunks = split(
-            &doc(
-                Format::Pdf,
-                vec![("First page words.", Location::Page(1)), (&long_text(10), Location::Page(2))],
-            ),
+            &doc(Format::Pdf, vec![("First page words.", Location::Page(1)), (&long_text(10), Location::Page(2))]),
             &tokenizer,
             budget,
         );

@@ -1,1 +1,35 @@
-fn main() {}
+//! The `kb` binary: parses the command line, starts tracing, dispatches.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // The PDF parser runs in a child process of this same binary (see extract::pdf).
+    if std::env::args().nth(1).as_deref() == Some(kb::extract::pdf::CHILD_ARG) {
+        return kb::extract::pdf::child_main();
+    }
+    let cli = kb::cli::Cli::parse();
+    let filter = EnvFilter::try_from_env("KB_LOG").unwrap_or_else(|_| EnvFilter::new("warn,kb=info"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.config.log_json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The CPU half of ingestion, run on the rayon pool: source bytes -> extracted text ->
+//! chunks -> content hashes. Pure: no database, no network.
+
+use rayon::prelude::*;
+
+use crate::chunk::{self, TokenBudget, Tokenizer};
+use crate::extract::{self, ExtractError, Format, PdfLimits};
+use crate::hash;
+
+/// A document's text and chunks, ready for deduplication and embedding.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub title: Option<String>,
+    pub content: String,
+    pub summary: String,
+    pub chunks: Vec<HashedChunk>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HashedChunk {
+    pub chunk: chunk::Chunk,
+    pub hash: String,
+}
+
+/// Extracts, splits and hashes one document.
+pub fn prepare(
+    format: Option<Format>,
+    extension: &str,
+    bytes: &[u8],
+    tokenizer: &Tokenizer,
+    budget: TokenBudget,
+    pdf: &PdfLimits,
+) -> Result<Prepared, ExtractError> {
+    let format = format.ok_or_else(|| ExtractError::Unsupported(extension.to_string()))?;
+    let extracted = extract::extract(format, bytes, pdf)?;
+    let content = extracted.text();
+    let chunks = chunk::split(&extracted, tokenizer, budget)
+        .into_par_iter()
+        .map(|chunk| HashedChunk { hash: hash::chunk_hash(&chunk.text), chunk })
+        .collect();
+    Ok(Prepared { title: extracted.title, summary: summarise(&content), content, chunks })
+}
+
+/// The document's opening: its first paragraph, cut at a word boundary near 300 characters.
+pub fn summarise(content: &str) -> String {
+    const MAX: usize = 300;
+    let first = content.split("\n\n").map(str::trim).find(|p| !p.is_empty()).unwrap_or("");
+    let flat = hash::normalise(first);
+    if flat.chars().count() <= MAX {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(MAX).collect();
+    if let Some(space) = cut.rfind(' ') {
+        cut.truncate(space);
+    }
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_the_first_paragraph() {
+        assert_eq!(summarise("\n\nFirst  para\nline two.\n\nSecond."), "First para line two.");
+    }
+
+    #[test]
+    fn a_long_summary_is_cut_at_a_word() {
+        let text = "word ".repeat(200);
+        let summary = summarise(&text);
+        assert!(summary.chars().count() <= 301);
+        assert!(summary.ends_with("word…"));
+    }
+
+    #[test]
+    fn unknown_formats_are_a_clear_error() {
+        let tokenizer = Tokenizer::cl100k().expect("cl100k");
+        let budget = TokenBudget::new(100, 10, 8191).expect("budget");
+        let err = prepare(None, "docx", b"x", &tokenizer, budget, &PdfLimits::default()).err();
+        assert_eq!(err, Some(ExtractError::Unsupported("docx".into())));
+    }
+
+    #[test]
+    fn every_chunk_carries_the_hash_of_its_text() {
+        let tokenizer = Tokenizer::cl100k().expect("cl100k");
+        let budget = TokenBudget::new(20, 0, 8191).expect("budget");
+        let text = "Refunds are issued within 30 days. ".repeat(20);
+        let prepared =
+            prepare(Some(Format::Text), "txt", text.as_bytes(), &tokenizer, budget, &PdfLimits::default()).expect("ok");
+        assert!(prepared.chunks.len() > 1);
+        for c in &prepared.chunks {
+            assert_eq!(c.hash, hash::chunk_hash(&c.chunk.text));
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Search: query text -> query embedding (the bucket's model) -> the nearest visible chunks
+//! through `search_knowledge_chunks` (vector) or `hybrid_search_knowledge_chunks` (vector +
+//! full text, reciprocal rank fusion), inside the caller's row-level-security context.
+
+use std::time::Instant;
+
+use pgvector::Vector;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::embed::{EmbedError, Embedder};
+use crate::store::{self, Role};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Nearest chunks by cosine similarity.
+    #[default]
+    Vector,
+    /// Vector ranking fused with full-text ranking (reciprocal rank fusion).
+    Hybrid,
+}
+
+/// A search, as a caller asks for it.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: String,
+    pub bucket_id: Option<Uuid>,
+    pub bucket_type: Option<String>,
+    pub campaign_id: Option<Uuid>,
+    pub limit: u32,
+    /// Minimum cosine similarity of a hit.
+    pub threshold: f64,
+    pub mode: Mode,
+}
+
+/// One retrieved chunk with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct SearchHit {
+    pub chunk_id: Uuid,
+    pub bucket_id: Uuid,
+    pub document_id: Uuid,
+    pub bucket_name: String,
+    pub document_title: String,
+    pub document_summary: Option<String>,
+    pub chunk_content: String,
+    pub chunk_index: i32,
+    pub similarity_score: f64,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timings {
+    pub embed_ms: f64,
+    pub search_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    pub query: String,
+    pub mode: Mode,
+    pub model: String,
+    pub hits: Vec<SearchHit>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("the query is empty")]
+    EmptyQuery,
+    #[error("limit must be between 1 and 1000 (got {0})")]
+    Limit(u32),
+    #[error("embedding the query failed: {0}")]
+    Embed(#[from] EmbedError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub const MAX_LIMIT: u32 = 1000;
+
+/// Embeds the query and returns the best chunks visible to `user`.
+pub async fn search(
+    pool: &PgPool,
+    embedder: &dyn Embedder,
+    user: Uuid,
+    role: Role,
+    request: &SearchRequest,
+) -> Result<SearchResponse, SearchError> {
+    if request.query.trim().is_empty() {
+        return Err(SearchError::EmptyQuery);
+    }
+    if request.limit == 0 || request.limit > MAX_LIMIT {
+        return Err(SearchError::Limit(request.limit));
+    }
+    let started = Instant::now();
+    let mut vectors = embedder.embed(std::slice::from_ref(&request.query)).await?;
+    let embedding = Vector::from(vectors.pop().unwrap_or_default());
+    let embed_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let started = Instant::now();
+    let mut tx = store::begin_as(pool, user, role).await?;
+    let hits = nearest(&mut tx, embedder.model(), &embedding, request).await?;
+    tx.commit().await?;
+    let search_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    Ok(SearchResponse {
+        query: request.query.clone(),
+        mode: request.mode,
+        model: embedder.model().to_string(),
+        hits,
+        timings: Timings { embed_ms, search_ms },
+    })
+}
+
+/// Runs the search function of the request's mode with a ready query embedding, in the
+/// caller's transaction.
+pub async fn nearest(
+    conn: &mut PgConnection,
+    model: &str,
+    embedding: &Vector,
+    request: &SearchRequest,
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let limit = i32::try_from(request.limit).unwrap_or(i32::MAX);
+    match request.mode {
+        Mode::Vector => {
+            sqlx::query_as(
+                "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
+                        chunk_content, chunk_index, similarity_score, metadata
+                 FROM public.search_knowledge_chunks(
+                   p_user_id => NULL, p_query_embedding => $1, p_bucket_type => $2,
+                   p_campaign_id => $3, p_limit => $4, p_similarity_threshold => $5,
+                   p_bucket_id => $6, p_embedding_model => $7)",
+            )
+            .bind(embedding)
+            .bind(&request.bucket_type)
+            .bind(request.campaign_id)
+            .bind(limit)
+            .bind(request.threshold)
+            .bind(request.bucket_id)
+            .bind(model)
+            .fetch_all(conn)
+            .await
+        }
+        Mode::Hybrid => {
+            sqlx::query_as(
+                "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
+                        chunk_content, chunk_index, similarity_score, metadata
+                 FROM public.hybrid_search_knowledge_chunks(
+                   p_user_id => NULL, p_query_text => $1, p_query_embedding => $2,
+                   p_bucket_type => $3, p_campaign_id => $4, p_limit => $5,
+                   p_similarity_threshold => $6, p_bucket_id => $7, p_embedding_model => $8)",
+            )
+            .bind(&request.query)
+            .bind(embedding)
+            .bind(&request.bucket_type)
+            .bind(request.campaign_id)
+            .bind(limit)
+            .bind(request.threshold)
+            .bind(request.bucket_id)
+            .bind(model)
+            .fetch_all(conn)
+            .await
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Embedding models and their vector indexes. One partial index per model, on
+//! `(embedding::vector(N)) WHERE embedding_model = '<model>'`, built once data exists (an
+//! ivfflat index built on an empty table has useless clusters), with `lists` sized to the row
+//! count, and rebuilt when the table outgrows it. Runs as kb's own login, which owns the tables.
+
+use sqlx::{PgConnection, PgPool};
+
+/// Below this many chunks an exact scan is as fast as any index, and ivfflat clusters
+/// trained on so few rows would be poor.
+pub const MIN_INDEXED_ROWS: i64 = 1_000;
+
+/// Rebuild once the table holds this many times the rows the index was built for.
+const GROWTH_FACTOR: i64 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexMethod {
+    Ivfflat,
+    Hnsw,
+}
+
+impl IndexMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexMethod::Ivfflat => "ivfflat",
+            IndexMethod::Hnsw => "hnsw",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("embedding model {model} is registered with {registered} dimensions, but produces {actual}")]
+    Dimensions { model: String, registered: i32, actual: i32 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Records an embedding model (name and dimensions) so buckets can refer to it.
+pub async fn register_model(conn: &mut PgConnection, model: &str, dimensions: usize) -> Result<(), ModelError> {
+    let actual = i32::try_from(dimensions).unwrap_or(i32::MAX);
+    sqlx::query("INSERT INTO public.embedding_models (name, dimensions) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(model)
+        .bind(actual)
+        .execute(&mut *conn)
+        .await?;
+    let registered: i32 = sqlx::query_scalar("SELECT dimensions FROM public.embedding_models WHERE name = $1")
+        .bind(model)
+        .fetch_one(conn)
+        .await?;
+    if registered != actual {
+        return Err(ModelError::Dimensions { model: model.to_string(), registered, actual });
+    }
+    Ok(())
+}
+
+/// A model's vector index as recorded in `embedding_models`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct IndexState {
+    pub name: String,
+    pub dimensions: i32,
+    pub index_method: Option<String>,
+    pub index_lists: Option<i32>,
+    pub indexed_rows: Option<i64>,
+}
+
+/// What an index (re)build did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndexBuild {
+    pub model: String,
+    pub method: &'static str,
+    pub rows: i64,
+    pub lists: Option<i32>,
+    pub seconds: u64,
+}
+
+/// `lists` for an ivfflat index over `rows` vectors: rows / 1000 up to 1M rows, then
+/// sqrt(rows), as pgvector recommends.
+pub fn ivfflat_lists(rows: i64) -> i32 {
+    let lists = if rows <= 1_000_000 { rows / 1000 } else { (rows as f64).sqrt() as i64 };
+    i32::try_from(lists.clamp(1, 32_768)).unwrap_or(32_768)
+}
+
+/// The index name of a model: derived from a hash, since model names hold `/` and `-`.
+fn index_name(model: &str) -> String {
+    format!("knowledge_chunks_embedding_{}", &crate::hash::bytes_hash(model.as_bytes())[..12])
+}
+
+/// Builds or rebuilds the vector index of every model whose chunks have outgrown theirs.
+/// With `force`, rebuilds every model's index with that method.
+pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result<Vec<IndexBuild>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let models: Vec<IndexState> = sqlx::query_as(
+        "SELECT name, dimensions, index_method, index_lists, indexed_rows FROM public.embedding_models ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut builds = Vec::new();
+    for model in models {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.knowledge_chunks WHERE embedding_model = $1")
+            .bind(&model.name)
+            .fetch_one(&mut *conn)
+            .await?;
+        let method = match (force, model.index_method.as_deref()) {
+            (Some(method), _) => method,
+            (None, Some("hnsw")) => continue, // hnsw grows with the data; no rebuild needed
+            (None, Some(_)) if rows < model.indexed_rows.unwrap_or(0).max(MIN_INDEXED_ROWS) * GROWTH_FACTOR => continue,
+            (None, None) if rows < MIN_INDEXED_ROWS => continue,
+            (None, _) => IndexMethod::Ivfflat,
+        };
+        if rows == 0 {
+            continue;
+        }
+        builds.push(build_index(&mut conn, &model, method, rows).await?);
+    }
+    Ok(builds)
+}
+
+#[tracing::instrument(skip(conn, model), fields(model = %model.name))]
+async fn build_index(
+    conn: &mut PgConnection,
+    model: &IndexState,
+    method: IndexMethod,
+    rows: i64,
+) -> Result<IndexBuild, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let name = index_name(&model.name);
+    let staging = format!("{name}_new");
+    let lists = (method == IndexMethod::Ivfflat).then(|| ivfflat_lists(rows));
+    let with = match lists {
+        Some(lists) => format!("lists = {lists}"),
+        None => "m = 16, ef_construction = 64".to_string(),
+    };
+    tracing::info!(method = method.as_str(), rows, ?lists, "building vector index");
+    // A killed build leaves an invalid staging index behind: clear it first.
+    sqlx::query(&format!("DROP INDEX IF EXISTS public.{staging}")).execute(&mut *conn).await?;
+    sqlx::query("SET maintenance_work_mem = '512MB'").execute(&mut *conn).await?;
+    // Identifiers are ours; the model name is quoted by the server with %L.
+    let ddl: String = sqlx::query_scalar(
+        "SELECT format('CREATE INDEX CONCURRENTLY %I ON public.knowledge_chunks USING %s
+                        ((embedding::vector(%s)) vector_cosine_ops) WITH (%s) WHERE embedding_model = %L',
+                       $1::text, $2::text, $3::int, $4::text, $5::text)",
+    )
+    .bind(&staging)
+    .bind(method.as_str())
+    .bind(model.dimensions)
+    .bind(&with)
+    .bind(&model.name)
+    .fetch_one(&mut *conn)
+    .await?;
+    let built = sqlx::query(&ddl).execute(&mut *conn).await;
+    sqlx::query("RESET maintenance_work_mem").execute(&mut *conn).await?;
+    built?;
+
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query(&format!("DROP INDEX IF EXISTS public.{name}")).execute(&mut *tx).await?;
+    sqlx::query(&format!("ALTER INDEX public.{staging} RENAME TO {name}")).execute(&mut *tx).await?;
+    sqlx::query(
+        "UPDATE public.embedding_models
+         SET index_method = $2, index_lists = $3, indexed_rows = $4, indexed_at = now()
+         WHERE name = $1",
+    )
+    .bind(&model.name)
+    .bind(method.as_str())
+    .bind(lists)
+    .bind(rows)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("ANALYZE public.knowledge_chunks").execute(&mut *conn).await?;
+    Ok(IndexBuild {
+        model: model.name.clone(),
+        method: method.as_str(),
+        rows,
+        lists,
+        seconds: started.elapsed().as_secs(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_grow_with_the_row_count() {
+        assert_eq!(ivfflat_lists(0), 1);
+        assert_eq!(ivfflat_lists(5_000), 5);
+        assert_eq!(ivfflat_lists(100_000), 100);
+        assert_eq!(ivfflat_lists(1_000_000), 1000);
+        assert_eq!(ivfflat_lists(4_000_000), 2000);
+    }
+
+    #[test]
+    fn each_model_has_its_own_index_name() {
+        let a = index_name("sentence-transformers/all-MiniLM-L6-v2");
+        let b = index_name("text-embedding-3-small");
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        assert!(a.len() < 63);
+    }
+}

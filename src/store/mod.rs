@@ -1,0 +1,61 @@
+//! Everything that speaks SQL: connecting, migrating, and one function per query, named for
+//! what it does. Application data is read and written inside a transaction that acts as a
+//! user (`SET LOCAL ROLE authenticated` + `request.jwt.claims`), so row level security
+//! decides what each caller sees; only set-up (users, models, index builds) runs as kb's login.
+
+pub mod buckets;
+pub mod chunks;
+pub mod documents;
+pub mod index;
+pub mod users;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+pub use buckets::Bucket;
+
+/// Opens a connection pool on `url`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.application_name("kb"))
+        .await
+}
+
+/// Applies the numbered migrations in `migrations/` that this database has not seen.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}
+
+/// The role a request acts as, with the names Supabase gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Authenticated,
+    ServiceRole,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Authenticated => "authenticated",
+            Role::ServiceRole => "service_role",
+        }
+    }
+}
+
+/// Begins a transaction acting as `user` in `role`: every statement in it runs under row
+/// level security with `auth.uid()` = `user`. `SET LOCAL` and `set_config(.., true)` end
+/// with the transaction, so no identity survives on the pooled connection.
+pub async fn begin_as(pool: &PgPool, user: Uuid, role: Role) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let claims = serde_json::json!({ "sub": user, "role": role.as_str() }).to_string();
+    // The role name comes from a closed enum, never from input.
+    sqlx::query(&format!("SET LOCAL ROLE {}", role.as_str())).execute(&mut *tx).await?;
+    sqlx::query("SELECT set_config('request.jwt.claims', $1, true)").bind(claims).execute(&mut *tx).await?;
+    Ok(tx)
+}

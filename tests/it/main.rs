@@ -1,0 +1,10 @@
+//! Integration tests: one binary, against a real PostgreSQL with pgvector (kb's embedded
+//! cluster in a temporary data directory) and the real local embedding model.
+
+mod cluster;
+mod embed_local;
+mod extract_pdf;
+mod helpers;
+mod ingest;
+mod openai;
+mod search;

@@ -1,0 +1,279 @@
+//! Search over a synthetic corpus of realistic vectors: the plan uses the vector index,
+//! selective filters still return k rows, row level security and models keep rows apart.
+
+use kb::search::{Mode, SearchRequest};
+use kb::store::chunks::{NewChunk, replace_chunks};
+use kb::store::index::{IndexMethod, ensure_indexes};
+use kb::store::{self, Role, documents};
+use pgvector::Vector;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{TestDb, bucket, local_embedder, user};
+
+const TOPICS: [&str; 24] = [
+    "refund policy for annual subscriptions",
+    "brand voice on LinkedIn posts",
+    "email newsletter open rates",
+    "webinar promotion timeline",
+    "logo clear space and minimum size",
+    "GDPR data subject access requests",
+    "SOC 2 audit and penetration tests",
+    "affiliate commission payouts",
+    "customer support response times",
+    "keyword research for blog posts",
+    "social media posting cadence",
+    "press release distribution",
+    "pricing of the starter plan",
+    "onboarding a new workspace",
+    "landing page conversion rate",
+    "lead scoring rules for sales",
+    "paid ads budget allocation",
+    "event sponsorship packages",
+    "content calendar planning",
+    "customer journey analytics",
+    "password reset emails",
+    "team roles and permissions",
+    "invoice and payment methods",
+    "accessibility of colour palettes",
+];
+
+/// Deterministic xorshift noise: realistic vectors are real embeddings plus small noise.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
+    }
+}
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+struct Corpus {
+    db: TestDb,
+    owner: Uuid,
+    common: Uuid,
+    rare: Uuid,
+    topics: Vec<Vec<f32>>,
+}
+
+/// `rows` chunks over two buckets of one owner; 1% of them in the bucket of type `rare`.
+async fn corpus(rows: usize) -> Corpus {
+    let db = TestDb::new().await;
+    let embedder = local_embedder().await;
+    let owner = user(&db.pool, "owner@example.com").await;
+    let common = bucket(&db.pool, owner, "common", "general", embedder.model()).await.id;
+    let rare = bucket(&db.pool, owner, "rare", "rare", embedder.model()).await.id;
+    let texts: Vec<String> = TOPICS.iter().map(|t| t.to_string()).collect();
+    let topics = embedder.embed(&texts).await.expect("embed topics");
+
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let mut per_bucket: [(Uuid, Vec<NewChunk>); 2] = [(common, Vec::new()), (rare, Vec::new())];
+    for i in 0..rows {
+        let which = usize::from(i % 100 == 0);
+        let topic = &topics[i % topics.len()];
+        let other = &topics[(i * 7 + 3) % topics.len()];
+        let v: Vec<f32> = topic.iter().zip(other).map(|(a, b)| a + 0.3 * b + 0.08 * noise.next()).collect();
+        let list = &mut per_bucket[which].1;
+        list.push(NewChunk {
+            chunk_index: list.len() as i32,
+            content: format!("synthetic chunk {i} about {}", TOPICS[i % TOPICS.len()]),
+            content_hash: format!("{i:064x}"),
+            token_count: 10,
+            embedding: Vector::from(normalised(v)),
+            metadata: serde_json::json!({}),
+        });
+    }
+    for (bucket_id, chunks) in &per_bucket {
+        let mut tx = store::begin_as(&db.pool, owner, Role::Authenticated).await.expect("begin");
+        let new = documents::NewDocument {
+            bucket_id: *bucket_id,
+            title: "synthetic",
+            file_name: "synthetic.txt",
+            file_type: Some("txt"),
+            file_size: 0,
+            upload_path: "synthetic.txt",
+            content_hash: "synthetic",
+            created_by: owner,
+        };
+        let doc = documents::start_processing(&mut tx, &new).await.expect("doc");
+        replace_chunks(&mut tx, doc, *bucket_id, embedder.model(), chunks).await.expect("chunks");
+        let ready =
+            documents::ReadyDocument { title: "synthetic", content: "", summary: "", metadata: serde_json::json!({}) };
+        documents::mark_ready(&mut tx, doc, &ready).await.expect("ready");
+        tx.commit().await.expect("commit");
+    }
+    Corpus { db, owner, common, rare, topics }
+}
+
+fn request(mode: Mode, limit: u32) -> SearchRequest {
+    SearchRequest {
+        query: "unused: the embedding is given".into(),
+        bucket_id: None,
+        bucket_type: None,
+        campaign_id: None,
+        limit,
+        threshold: -1.0,
+        mode,
+    }
+}
+
+async fn nearest_ids(pool: &PgPool, user: Uuid, query: &[f32], request: &SearchRequest) -> Vec<Uuid> {
+    let model = local_embedder().await.model().to_string();
+    let mut tx = store::begin_as(pool, user, Role::Authenticated).await.expect("begin");
+    let hits = kb::search::nearest(&mut tx, &model, &Vector::from(query.to_vec()), request).await.expect("search");
+    tx.commit().await.expect("commit");
+    hits.into_iter().map(|h| h.chunk_id).collect()
+}
+
+async fn exact_ids(pool: &PgPool, query: &[f32], bucket_type: Option<&str>, limit: i64) -> Vec<Uuid> {
+    sqlx::query_scalar(
+        "SELECT c.id FROM knowledge_chunks c JOIN knowledge_buckets b ON b.id = c.bucket_id
+         WHERE $2::text IS NULL OR b.bucket_type = $2
+         ORDER BY c.embedding <=> $1 LIMIT $3",
+    )
+    .bind(Vector::from(query.to_vec()))
+    .bind(bucket_type)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .expect("exact")
+}
+
+#[tokio::test]
+async fn the_search_plan_uses_the_models_vector_index() {
+    let c = corpus(5_000).await;
+    let builds = ensure_indexes(&c.db.pool, None).await.expect("index");
+    assert_eq!(builds.len(), 1, "an index is built once data exists");
+    assert_eq!(builds[0].lists, Some(5), "lists sized to the row count");
+
+    let model = local_embedder().await.model().to_string();
+    let sql: String = sqlx::query_scalar("SELECT public.knowledge_nearest_chunks_sql(384, $1)")
+        .bind(&model)
+        .fetch_one(&c.db.pool)
+        .await
+        .expect("sql");
+    let mut tx = store::begin_as(&c.db.pool, c.owner, Role::Authenticated).await.expect("begin");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+        .bind(Vector::from(c.topics[0].clone()))
+        .bind(None::<Uuid>)
+        .bind(None::<String>)
+        .bind(None::<Uuid>)
+        .bind(None::<Uuid>)
+        .bind(10_i32)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan using knowledge_chunks_embedding_"), "plan without the vector index:\n{plan}");
+}
+
+#[tokio::test]
+async fn a_one_percent_filter_still_returns_k_rows_with_either_index() {
+    let c = corpus(20_000).await;
+    for method in [IndexMethod::Ivfflat, IndexMethod::Hnsw] {
+        ensure_indexes(&c.db.pool, Some(method)).await.expect("index");
+        let mut recall = 0.0;
+        for topic in &c.topics[..8] {
+            let mut req = request(Mode::Vector, 10);
+            req.bucket_type = Some("rare".into());
+            let got = nearest_ids(&c.db.pool, c.owner, topic, &req).await;
+            assert_eq!(got.len(), 10, "{method:?}: a 1% filter returned {} rows", got.len());
+            let exact = exact_ids(&c.db.pool, topic, Some("rare"), 10).await;
+            recall += got.iter().filter(|id| exact.contains(id)).count() as f64 / 10.0;
+            let in_rare: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM knowledge_chunks WHERE id = ANY($1) AND bucket_id = $2")
+                    .bind(&got)
+                    .bind(c.rare)
+                    .fetch_one(&c.db.pool)
+                    .await
+                    .expect("count");
+            assert_eq!(in_rare, 10, "{method:?}: rows outside the filter");
+        }
+        let recall = recall / 8.0;
+        assert!(recall >= 0.9, "{method:?}: recall@10 under the filter {recall}");
+    }
+    let _ = c.common;
+}
+
+#[tokio::test]
+async fn another_user_sees_nothing_even_when_passing_the_owners_id() {
+    let c = corpus(2_000).await;
+    let intruder = user(&c.db.pool, "intruder@example.com").await;
+    let got = nearest_ids(&c.db.pool, intruder, &c.topics[0], &request(Mode::Vector, 10)).await;
+    assert!(got.is_empty(), "RLS leaked {} rows", got.len());
+    let hybrid = nearest_ids(&c.db.pool, intruder, &c.topics[0], &request(Mode::Hybrid, 10)).await;
+    assert!(hybrid.is_empty(), "RLS leaked {} rows through hybrid search", hybrid.len());
+
+    // The spec's signature, with the owner's id, called by the intruder.
+    let mut tx = store::begin_as(&c.db.pool, intruder, Role::Authenticated).await.expect("begin");
+    let spoofed: Vec<Uuid> =
+        sqlx::query_scalar("SELECT chunk_id FROM search_knowledge_chunks($1, $2, NULL, NULL, 10, 0.0)")
+            .bind(c.owner)
+            .bind(Vector::from(c.topics[0].clone()))
+            .fetch_all(&mut *tx)
+            .await
+            .expect("rpc");
+    assert!(spoofed.is_empty(), "p_user_id of another user returned {} rows", spoofed.len());
+    tx.rollback().await.expect("rollback");
+
+    let own = nearest_ids(&c.db.pool, c.owner, &c.topics[0], &request(Mode::Vector, 10)).await;
+    assert_eq!(own.len(), 10);
+}
+
+#[tokio::test]
+async fn a_search_never_mixes_embedding_models() {
+    let c = corpus(1_000).await;
+    let other_model = "other/minilm-variant";
+    {
+        let mut conn = c.db.pool.acquire().await.expect("conn");
+        store::index::register_model(&mut conn, other_model, 384).await.expect("model");
+    }
+    let other = bucket(&c.db.pool, c.owner, "other-model", "general", other_model).await;
+    let mut tx = store::begin_as(&c.db.pool, c.owner, Role::Authenticated).await.expect("begin");
+    let new = documents::NewDocument {
+        bucket_id: other.id,
+        title: "other",
+        file_name: "other.txt",
+        file_type: Some("txt"),
+        file_size: 0,
+        upload_path: "other.txt",
+        content_hash: "other",
+        created_by: c.owner,
+    };
+    let doc = documents::start_processing(&mut tx, &new).await.expect("doc");
+    // The exact query vector, under another model: the best possible match if models mixed.
+    let chunk = NewChunk {
+        chunk_index: 0,
+        content: "same vector, other model".into(),
+        content_hash: "x".into(),
+        token_count: 5,
+        embedding: Vector::from(c.topics[0].clone()),
+        metadata: serde_json::json!({}),
+    };
+    replace_chunks(&mut tx, doc, other.id, other_model, &[chunk]).await.expect("chunk");
+    let ready = documents::ReadyDocument { title: "other", content: "", summary: "", metadata: serde_json::json!({}) };
+    documents::mark_ready(&mut tx, doc, &ready).await.expect("ready");
+    tx.commit().await.expect("commit");
+
+    for mode in [Mode::Vector, Mode::Hybrid] {
+        let got = nearest_ids(&c.db.pool, c.owner, &c.topics[0], &request(mode, 20)).await;
+        let leaked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM knowledge_chunks WHERE id = ANY($1) AND embedding_model = $2")
+                .bind(&got)
+                .bind(other_model)
+                .fetch_one(&c.db.pool)
+                .await
+                .expect("count");
+        assert_eq!(leaked, 0, "{mode:?} mixed models");
+        assert_eq!(got.len(), 20);
+    }
+    let _ = c.rare;
+}
