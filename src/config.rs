@@ -75,3 +75,8 @@ impl Config {
         PdfLimits { timeout: Duration::from_secs(self.pdf_timeout_secs), ..PdfLimits::default() }
     }
 }
+impl Config {
+    pub fn embed_config(&self) -> crate::embed::EmbedConfig {
+        crate::embed::EmbedConfig
+    }
+}

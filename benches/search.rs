@@ -1,0 +1,200 @@
+//! Search quality and latency at scale: recall@10 of `search_knowledge_chunks` (through the
+//! ivfflat index, inside RLS as the owner) against exact search, its latency, and the
+//! latency of the spec's function as written (threshold in WHERE, ORDER BY the score: a
+//! full scan), on the same data.
+//!
+//! Data: realistic vectors — every row is a mix of real all-MiniLM-L6-v2 embeddings of
+//! `sample_docs/` chunks plus small noise; queries are real embeddings of natural questions.
+//! Rows: $KB_BENCH_ROWS (default 100000). Run:
+//!     cargo bench --bench search                      # 100k
+//!     KB_BENCH_ROWS=1000000 cargo bench --bench search
+//! Not a criterion bench: it reports recall and latency percentiles, one run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use kb::chunk::TokenBudget;
+use kb::extract::{Format, PdfLimits, extract};
+use kb::store::{self, Role, chunks::NewChunk, index::IndexMethod};
+use pgvector::Vector;
+
+const QUESTIONS: [&str; 30] = [
+    "What tone should we use on LinkedIn?",
+    "Can I get a refund on an annual subscription?",
+    "How much does the Starter plan cost?",
+    "How does double opt-in work?",
+    "Who may speak to journalists?",
+    "How much clear space does the logo need?",
+    "How fast does support answer urgent tickets?",
+    "What are my rights under GDPR?",
+    "Which certifications does Lighthouse hold?",
+    "When are affiliate commissions paid?",
+    "When should webinar promotion start?",
+    "How do I invite my team?",
+    "How do we research keywords?",
+    "How often should we post on social media?",
+    "What words do we avoid in our copy?",
+    "What is the uptime commitment?",
+    "How are seats counted on invoices?",
+    "What happens to my data after cancellation?",
+    "How is customer data encrypted?",
+    "How do partners register a referral?",
+    "What makes a good press release?",
+    "How do we measure email campaign success?",
+    "What colours are in the brand palette?",
+    "How should articles be structured for SEO?",
+    "What happens during a reputational crisis?",
+    "How do I connect my social channels?",
+    "How do I import contacts from a CSV file?",
+    "What is the escalation path for a critical incident?",
+    "How do we follow up after an event?",
+    "What payment methods are accepted?",
+];
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes bench binaries; nothing to list or test here.
+    }
+    let rows: usize = std::env::var("KB_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let embedder = kb::embed::from_config(&kb::embed::EmbedConfig::default()).await.expect("local model");
+    let model = embedder.model().to_string();
+    let dims = embedder.dimensions();
+
+    // Real embeddings of the sample documents' chunks, and of the questions.
+    let budget = TokenBudget::new(200, 32, embedder.max_input_tokens()).expect("budget");
+    let mut texts = Vec::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_docs");
+    let mut paths: Vec<_> = std::fs::read_dir(dir).expect("sample_docs").flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let Some(format) = Format::from_path(&path) else { continue };
+        if format == Format::Pdf {
+            continue;
+        }
+        let doc = extract(format, &std::fs::read(&path).expect("read"), &PdfLimits::default()).expect("extract");
+        texts.extend(kb::chunk::split(&doc, &embedder.tokenizer(), budget).into_iter().map(|c| c.text));
+    }
+    let started = Instant::now();
+    let base = embedder.embed(&texts).await.expect("embed chunks");
+    let questions: Vec<String> = QUESTIONS.iter().map(|q| q.to_string()).collect();
+    let queries = embedder.embed(&questions).await.expect("embed questions");
+    eprintln!(
+        "embedded {} chunks and {} questions in {:.1} s",
+        base.len(),
+        queries.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let db = common::bench_db(&model, dims).await;
+    let mut noise = common::Noise(0x2545_F491_4F6C_DD1D);
+    let started = Instant::now();
+    let per_doc = 10_000;
+    let mut written = 0;
+    while written < rows {
+        let n = per_doc.min(rows - written);
+        let doc = db.document(&format!("synthetic-{written}.txt")).await;
+        let chunks: Vec<NewChunk> = (0..n)
+            .map(|i| {
+                let pick = |noise: &mut common::Noise| ((noise.next() + 0.5) * base.len() as f32) as usize % base.len();
+                let (a, b, c) = (pick(&mut noise), pick(&mut noise), pick(&mut noise));
+                let mut v: Vec<f32> =
+                    (0..dims).map(|d| base[a][d] + 0.6 * base[b][d] + 0.3 * base[c][d] + 0.05 * noise.next()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                NewChunk {
+                    chunk_index: i as i32,
+                    content: format!("synthetic chunk {} mixing {a}, {b} and {c}", written + i),
+                    content_hash: format!("{:064x}", written + i),
+                    token_count: 200,
+                    embedding: Vector::from(v),
+                    metadata: serde_json::json!({}),
+                }
+            })
+            .collect();
+        let mut tx = db.pool.begin().await.expect("tx");
+        store::chunks::replace_chunks(&mut tx, doc, db.bucket, &model, &chunks).await.expect("write");
+        sqlx::query("UPDATE knowledge_documents SET status = 'ready' WHERE id = $1")
+            .bind(doc)
+            .execute(&mut *tx)
+            .await
+            .expect("ready");
+        tx.commit().await.expect("commit");
+        written += n;
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    eprintln!("wrote {rows} rows in {write_s:.1} s ({:.0} rows/s)", rows as f64 / write_s);
+
+    let builds = store::index::ensure_indexes(&db.pool, Some(IndexMethod::Ivfflat)).await.expect("index");
+    eprintln!("index: {builds:?}");
+    sqlx::query("VACUUM ANALYZE knowledge_chunks").execute(&db.pool).await.expect("analyze");
+
+    // The spec's function as written, for comparison.
+    sqlx::query(include_str!("spec_search.sql")).execute(&db.pool).await.expect("spec function");
+
+    let mut recall = 0.0;
+    let mut indexed = Vec::new();
+    let mut exact_times = Vec::new();
+    for q in &queries {
+        let q = Vector::from(q.clone());
+        let mut tx = store::begin_as(&db.pool, db.owner, Role::Authenticated).await.expect("tx");
+        let t = Instant::now();
+        let got: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT chunk_id FROM search_knowledge_chunks(NULL, $1, NULL, NULL, 10, -1)")
+                .bind(&q)
+                .fetch_all(&mut *tx)
+                .await
+                .expect("search");
+        indexed.push(t.elapsed());
+        tx.commit().await.expect("commit");
+
+        let t = Instant::now();
+        let exact: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM knowledge_chunks ORDER BY (embedding <=> $1) + 0 LIMIT 10")
+                .bind(&q)
+                .fetch_all(&db.pool)
+                .await
+                .expect("exact");
+        exact_times.push(t.elapsed());
+        recall += got.iter().filter(|id| exact.contains(id)).count() as f64 / 10.0;
+    }
+    recall /= queries.len() as f64;
+
+    let mut spec = Vec::new();
+    for q in queries.iter().take(10) {
+        let mut tx = store::begin_as(&db.pool, db.owner, Role::Authenticated).await.expect("tx");
+        let t = Instant::now();
+        let _: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT chunk_id FROM spec_search_knowledge_chunks($1, $2, NULL, NULL, 10, 0.0)")
+                .bind(db.owner)
+                .bind(Vector::from(q.clone()))
+                .fetch_all(&mut *tx)
+                .await
+                .expect("spec search");
+        spec.push(t.elapsed());
+        tx.commit().await.expect("commit");
+    }
+    indexed.sort();
+    exact_times.sort();
+    spec.sort();
+    println!("rows: {rows}, queries: {}", queries.len());
+    println!("recall@10 (search_knowledge_chunks vs exact): {recall:.3}");
+    println!(
+        "search_knowledge_chunks latency ms: p50 {:.2}, p99 {:.2}",
+        percentile(&indexed, 0.5),
+        percentile(&indexed, 0.99)
+    );
+    println!("exact scan latency ms: p50 {:.2}", percentile(&exact_times, 0.5));
+    println!(
+        "spec function as written latency ms: p50 {:.2} ({} queries); speed-up {:.0}x",
+        percentile(&spec, 0.5),
+        spec.len(),
+        percentile(&spec, 0.5) / percentile(&indexed, 0.5)
+    );
+}
