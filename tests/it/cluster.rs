@@ -85,6 +85,19 @@ async fn embedded_cluster_lifecycle() {
         .await
         .expect("show");
     assert_eq!(listen, "");
+    for (setting, expected) in [
+        ("shared_buffers", "256MB"),
+        ("maintenance_work_mem", "512MB"),
+        ("max_connections", "200"),
+        ("fsync", "on"),
+        ("server_encoding", "UTF8"),
+    ] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(&mut conn)
+            .await
+            .expect("show");
+        assert_eq!(value, expected, "{setting}");
+    }
     conn.close().await.expect("close");
 
     let Status::Running { pid } = cluster.status().await.expect("status") else {
@@ -207,4 +220,75 @@ async fn unreachable_data_dir_as_root_uses_var_lib() {
     drop(guard);
     assert_eq!(cluster.status().await.expect("status"), Status::Stopped);
     std::fs::remove_dir_all(&server_root).expect("clean /var/lib/kb/<hash>");
+}
+
+/// After the postmaster is killed (stale postmaster.pid left behind), status says Stopped and
+/// ensure_running brings the cluster back with its data.
+#[tokio::test]
+async fn restarts_after_postmaster_is_killed() {
+    let tmp = reachable_tempdir();
+    let cluster = Cluster::new(&tmp.path().join("kb")).expect("cluster");
+    let guard = StopOnDrop(cluster.clone());
+    let url = cluster
+        .ensure_running("kb_test")
+        .await
+        .expect("ensure_running");
+    let Status::Running { pid } = cluster.status().await.expect("status") else {
+        panic!("should run");
+    };
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Wait for the kernel to reap it (its parent is init once pg_ctl has exited).
+    for _ in 0..100 {
+        if cluster.status().await.expect("status") == Status::Stopped {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.status().await.expect("status"), Status::Stopped);
+    assert!(
+        cluster.pg_dir().join("postmaster.pid").exists(),
+        "stale pid file expected"
+    );
+
+    let again = cluster
+        .ensure_running("kb_test")
+        .await
+        .expect("ensure_running after crash");
+    assert_eq!(again, url);
+    assert_eq!(select_one(&url).await, 1);
+    drop(guard);
+}
+
+/// A server that cannot start yields an error quoting the server log.
+#[tokio::test]
+async fn start_failure_quotes_the_log() {
+    use std::io::Write;
+    let tmp = reachable_tempdir();
+    let cluster = Cluster::new(&tmp.path().join("kb")).expect("cluster");
+    let guard = StopOnDrop(cluster.clone());
+    cluster
+        .ensure_running("kb_test")
+        .await
+        .expect("ensure_running");
+    cluster.stop().await.expect("stop");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(cluster.pg_dir().join("postgresql.conf"))
+        .and_then(|mut f| f.write_all(b"\nshared_buffers = 'lots'\n"))
+        .expect("break the config");
+    let err = cluster
+        .ensure_running("kb_test")
+        .await
+        .expect_err("start must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("failed to start"), "{msg}");
+    assert!(
+        msg.contains("shared_buffers"),
+        "log tail should name the setting: {msg}"
+    );
+    drop(guard);
 }
