@@ -383,9 +383,9 @@ impl Cluster {
     pub fn database_url(&self, db_name: &str) -> String {
         format!(
             "postgres://{user}@localhost/{db}?host={host}&port={port}&sslmode=disable",
-            user = url_encode(&self.state.superuser),
-            db = url_encode(db_name),
-            host = url_encode(&self.socket_dir.to_string_lossy()),
+            user = url_encode(&self.state.superuser, false),
+            db = url_encode(db_name, false),
+            host = url_encode(&self.socket_dir.to_string_lossy(), true),
             port = self.state.port,
         )
     }
@@ -955,11 +955,11 @@ fn parse_pg_ctl_pid(stdout: &str) -> Option<u32> {
         .ok()
 }
 
-/// Percent-encode everything but RFC 3986 unreserved characters and `/`.
-fn url_encode(s: &str) -> String {
+/// Percent-encode everything but RFC 3986 unreserved characters (and `/` if `keep_slash`).
+fn url_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -1227,8 +1227,9 @@ mod tests {
 
     #[test]
     fn url_encodes_socket_dir_and_names() {
-        assert_eq!(url_encode("/tmp/kb dir/a+b"), "/tmp/kb%20dir/a%2Bb");
-        assert_eq!(url_encode("kb_test-1"), "kb_test-1");
+        assert_eq!(url_encode("/tmp/kb dir/a+b", true), "/tmp/kb%20dir/a%2Bb");
+        assert_eq!(url_encode("kb_test-1", false), "kb_test-1");
+        assert_eq!(url_encode("a/b@c", false), "a%2Fb%40c");
     }
 
     #[test]
