@@ -8,6 +8,7 @@
 
 pub mod prepare;
 pub mod sources;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -43,6 +44,17 @@ pub enum IngestError {
     Database(#[from] sqlx::Error),
     #[error("the preparation task was lost (worker panicked)")]
     Worker,
+}
+
+impl IngestError {
+    /// Whether trying the same document again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IngestError::Embed(e) => e.is_retryable(),
+            IngestError::Database(_) | IngestError::Worker => true,
+            IngestError::Extract(_) | IngestError::EmbeddingShape { .. } | IngestError::Read(_) => false,
+        }
+    }
 }
 
 /// What became of one source file.
@@ -159,7 +171,7 @@ impl Pipeline {
         DocumentReport { path, document_id, outcome }
     }
 
-    async fn record_failure(&self, owner: Uuid, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+    pub async fn record_failure(&self, owner: Uuid, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
         let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
         documents::mark_failed(&mut tx, id, error).await?;
         tx.commit().await
@@ -214,8 +226,9 @@ impl Pipeline {
         Ok((Some(id), outcome))
     }
 
-    /// Extracts, chunks, embeds and writes a document recorded as `processing`.
-    async fn process(
+    /// Extracts, chunks, embeds and writes a document recorded as `processing`, acting as
+    /// `owner`; the caller marks it `failed` on error.
+    pub async fn process(
         &self,
         owner: Uuid,
         bucket: &Bucket,
@@ -284,7 +297,11 @@ impl Pipeline {
             });
         }
 
-        let title = prepared.title.clone().unwrap_or_else(|| source.default_title());
+        let title = match (&source.title, prepared.title.clone()) {
+            (Some(given), _) => given.clone(),
+            (None, Some(found)) => found,
+            (None, None) => source.default_title(),
+        };
         let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
         let written = store::chunks::replace_chunks(&mut tx, id, bucket.id, &model, &rows).await?;
         let ready = documents::ReadyDocument {

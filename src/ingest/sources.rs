@@ -10,6 +10,8 @@ pub struct Source {
     /// Absolute path; also the document's `upload_path`, which identifies it in its bucket.
     pub path: PathBuf,
     pub format: Option<Format>,
+    /// A title given by the uploader, kept over the one extraction finds.
+    pub title: Option<String>,
 }
 
 impl Source {
@@ -21,9 +23,18 @@ impl Source {
         self.path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
+    /// A file of the given name (an upload): its format follows its extension.
+    pub fn named(file_name: &str, title: Option<String>) -> Source {
+        let path = PathBuf::from(file_name);
+        Source { format: Format::from_path(&path), path, title }
+    }
+
     /// The title used until extraction finds the document's own.
     pub fn default_title(&self) -> String {
-        self.path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        match &self.title {
+            Some(title) => title.clone(),
+            None => self.path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        }
     }
 }
 
@@ -42,7 +53,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<Source>, SourceError> {
         let abs = std::fs::canonicalize(path)
             .map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
         if abs.is_file() {
-            found.push(Source { format: Format::from_path(&abs), path: abs });
+            found.push(Source { format: Format::from_path(&abs), path: abs, title: None });
             continue;
         }
         for entry in walkdir::WalkDir::new(&abs).follow_links(true).sort_by_file_name() {
@@ -54,7 +65,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<Source>, SourceError> {
                 continue;
             }
             if let Some(format) = Format::from_path(entry.path()) {
-                found.push(Source { path: entry.path().to_path_buf(), format: Some(format) });
+                found.push(Source { path: entry.path().to_path_buf(), format: Some(format), title: None });
             }
         }
     }

@@ -34,6 +34,14 @@ pub async fn bucket_by_name(conn: &mut PgConnection, owner: Uuid, name: &str) ->
         .await
 }
 
+/// The bucket with this id, if the caller may see it.
+pub async fn bucket_by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Bucket>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM public.knowledge_buckets WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// The caller's bucket named `new.name`, created if missing.
 pub async fn ensure_bucket(conn: &mut PgConnection, new: &NewBucket<'_>) -> Result<Bucket, sqlx::Error> {
     let inserted = sqlx::query_as(&format!(

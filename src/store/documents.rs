@@ -12,9 +12,18 @@ pub struct Document {
     pub processing_error: Option<String>,
     pub content_hash: Option<String>,
     pub upload_path: Option<String>,
+    pub file_name: Option<String>,
 }
 
-const COLUMNS: &str = "id, bucket_id, title, status, processing_error, content_hash, upload_path";
+const COLUMNS: &str = "id, bucket_id, title, status, processing_error, content_hash, upload_path, file_name";
+
+/// The document with this id, if the caller may see it.
+pub async fn document_by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Document>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM public.knowledge_documents WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
 
 /// A source file about to be processed.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ pub mod buckets;
 pub mod chunks;
 pub mod documents;
 pub mod index;
+pub mod jobs;
 pub mod users;
 
 use std::time::Duration;
