@@ -30,7 +30,7 @@ from reportlab.lib.enums import TA_LEFT  # noqa: E402
 from reportlab.lib.pagesizes import A4  # noqa: E402
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # noqa: E402
 from reportlab.lib.units import cm  # noqa: E402
-from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Spacer  # noqa: E402
+from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "scripts" / "pdf_sources"
@@ -49,7 +49,8 @@ def styles():
         "title": ParagraphStyle("Title", parent=base["Title"], fontName="Helvetica-Bold",
                                 fontSize=20, leading=24, spaceAfter=14),
         "heading": ParagraphStyle("Heading", parent=base["Heading2"], fontName="Helvetica-Bold",
-                                  fontSize=14, leading=18, spaceBefore=10, spaceAfter=6),
+                                  fontSize=14, leading=18, spaceBefore=10, spaceAfter=6,
+                                  keepWithNext=1),  # never strand a heading at a page foot
         "body": body,
         "item": ParagraphStyle("Item", parent=body, leftIndent=18, bulletIndent=6, spaceAfter=3),
     }
@@ -77,7 +78,6 @@ def flowables(text, st):
                 story.append(Paragraph(escape(rest), st["item"], bulletText=f"{number}."))
             else:
                 story.append(Paragraph(escape(line), st["body"]))
-        story.append(Spacer(1, 4))
     return story
 
 
