@@ -15,12 +15,19 @@ fn repo_file(path: &str) -> Vec<u8> {
 }
 
 /// A stand-in worker: a shell script that does whatever the test needs.
+///
+/// The script is written by a `sh` child, not by this process: a file this process held open
+/// for writing would be inherited for an instant by workers that other test threads fork, and
+/// exec'ing the script would then fail with ETXTBSY ("text file busy").
 #[cfg(unix)]
 fn script_worker(dir: &tempfile::TempDir, body: &str) -> PdfLimits {
-    use std::os::unix::fs::PermissionsExt;
     let path = dir.path().join("worker.sh");
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let status = std::process::Command::new("/bin/sh")
+        .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 755 \"$2\"", "sh", body])
+        .arg(&path)
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "writing the script failed");
     PdfLimits { worker: Some(path), timeout: Duration::from_secs(10), ..PdfLimits::default() }
 }
 
