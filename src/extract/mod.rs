@@ -4,6 +4,7 @@
 
 mod html;
 mod markdown;
+mod outline;
 pub mod pdf;
 mod text;
 
@@ -156,10 +157,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_reports_the_offset() {
-        assert_eq!(
-            extract(Format::Markdown, b"# ok\nfine \xff\xfe", &limits()),
-            Err(ExtractError::InvalidUtf8(10))
-        );
+        assert_eq!(extract(Format::Markdown, b"# ok\nfine \xff\xfe", &limits()), Err(ExtractError::InvalidUtf8(10)));
     }
 
     #[test]
@@ -175,13 +173,26 @@ mod tests {
         assert_eq!(doc.text(), "hello");
     }
 
+    fn hostile(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile").join(name);
+        std::fs::read(path).expect("fixture exists")
+    }
+
+    #[test]
+    fn hostile_text_fixtures_get_clear_errors_in_every_text_format() {
+        for format in [Format::Text, Format::Markdown, Format::Html] {
+            assert_eq!(extract(format, &hostile("empty.txt"), &limits()), Err(ExtractError::Empty));
+            assert_eq!(extract(format, &hostile("binary.txt"), &limits()), Err(ExtractError::Binary));
+            let invalid = hostile("invalid-utf8.md");
+            let first_bad = invalid.iter().position(|&b| b == 0xff).expect("has an invalid byte");
+            assert_eq!(extract(format, &invalid, &limits()), Err(ExtractError::InvalidUtf8(first_bad)));
+        }
+    }
+
     #[test]
     fn locations_become_chunk_metadata() {
         assert_eq!(Location::Page(3).to_metadata(), json!({"page": 3}));
-        assert_eq!(
-            Location::Headings(vec!["A".into(), "B".into()]).to_metadata(),
-            json!({"headings": ["A", "B"]})
-        );
+        assert_eq!(Location::Headings(vec!["A".into(), "B".into()]).to_metadata(), json!({"headings": ["A", "B"]}));
         assert_eq!(Location::Whole.to_metadata(), json!({}));
     }
 }
