@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // The PDF parser runs in a child process of this same binary (see extract::pdf).
-    if std::env::args().nth(1).as_deref() == Some(kb::extract::pdf::CHILD_ARG) {
+    if std::env::args_os().nth(1).is_some_and(|a| a == kb::extract::pdf::WORKER_ARG) {
         return kb::extract::pdf::child_main();
     }
     let cli = kb::cli::Cli::parse();
