@@ -249,12 +249,16 @@ mod tests {
     }
 
     #[test]
-    fn markdown_is_split_at_its_structure() {
+    fn markdown_is_split_at_block_boundaries_before_sentences() {
         let tokenizer = cl100k();
         let budget = TokenBudget::new(40, 0, 8191).expect("budget");
-        let text = format!("{}\n\n- first item about refunds\n- second item about refunds", long_text(3));
+        let paragraph = long_text(2);
+        let list = "- first item about refunds and credits\n- second item about refunds and credits";
+        let text = format!("{paragraph}\n\n{list}");
+        assert!(tokenizer.count(&text) > 40 && tokenizer.count(&paragraph) <= 40 && tokenizer.count(list) <= 40);
         let chunks = split(&doc(Format::Markdown, vec![(&text, Location::Whole)]), &tokenizer, budget);
-        assert!(chunks.iter().any(|c| c.text.starts_with("- first item")), "{chunks:?}");
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, vec![paragraph.as_str(), list]);
     }
 
     #[test]
