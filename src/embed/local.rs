@@ -1,0 +1,452 @@
+//! The local embedder: a sentence-transformers BERT model (all-MiniLM-L6-v2 by default) run on
+//! the CPU through candle, reproducing sentence-transformers' output: the model's own
+//! tokenizer, attention-masked mean (or CLS) pooling, and L2 normalisation when the model
+//! declares it. Texts are batched by similar length so that short texts do not pay for padding.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::Deserialize;
+use tracing::{debug, instrument};
+
+use super::{DEFAULT_LOCAL_MODEL, EmbedError, Embedder};
+use crate::chunk::Tokenizer;
+
+/// How token vectors become one text vector (sentence-transformers' `1_Pooling/config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Average of the token vectors, padding excluded.
+    Mean,
+    /// The [CLS] token's vector.
+    Cls,
+}
+
+/// A sentence-transformers model loaded once and shared; the model runs on blocking threads.
+pub struct LocalEmbedder {
+    name: String,
+    model: Arc<Model>,
+    tokenizer: Tokenizer,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for LocalEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEmbedder")
+            .field("name", &self.name)
+            .field("dimensions", &self.model.dimensions)
+            .field("max_input_tokens", &self.model.max_input_tokens)
+            .field("pooling", &self.model.pooling)
+            .field("normalize", &self.model.normalize)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What runs on the blocking threads.
+struct Model {
+    bert: BertModel,
+    tokenizer: Arc<tokenizers::Tokenizer>,
+    pooling: Pooling,
+    normalize: bool,
+    dimensions: usize,
+    max_input_tokens: usize,
+    device: Device,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// The files a model directory in Hugging Face layout provides. The sentence-transformers
+/// files are optional: a plain BERT checkpoint gets mean pooling, no normalisation and the
+/// position-embedding window.
+struct ModelFiles {
+    config: PathBuf,
+    tokenizer: PathBuf,
+    weights: PathBuf,
+    pooling: Option<PathBuf>,
+    modules: Option<PathBuf>,
+    sentence_bert: Option<PathBuf>,
+}
+
+impl ModelFiles {
+    fn in_dir(dir: &Path) -> ModelFiles {
+        let optional = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        ModelFiles {
+            config: dir.join("config.json"),
+            tokenizer: dir.join("tokenizer.json"),
+            weights: dir.join("model.safetensors"),
+            pooling: optional("1_Pooling/config.json"),
+            modules: optional("modules.json"),
+            sentence_bert: optional("sentence_bert_config.json"),
+        }
+    }
+
+    /// Fetches (or finds in the hub cache) the files of a model on the Hugging Face hub.
+    async fn from_hub(id: &str) -> Result<ModelFiles, EmbedError> {
+        let api = hf_hub::api::tokio::ApiBuilder::from_env()
+            .with_progress(false)
+            .build()
+            .map_err(|e| EmbedError::Config(format!("cannot reach the Hugging Face hub: {e}")))?;
+        let repo = api.model(id.to_string());
+        let required = |name: &'static str| {
+            let repo = &repo;
+            async move {
+                repo.get(name).await.map_err(|e| {
+                    EmbedError::Config(format!("cannot fetch {name} of {id:?} from the Hugging Face hub: {e}"))
+                })
+            }
+        };
+        // Optional files: a model without them is still a valid BERT model.
+        let optional = |name: &'static str| {
+            let repo = &repo;
+            async move { repo.get(name).await.ok() }
+        };
+        Ok(ModelFiles {
+            config: required("config.json").await?,
+            tokenizer: required("tokenizer.json").await?,
+            weights: required("model.safetensors").await?,
+            pooling: optional("1_Pooling/config.json").await,
+            modules: optional("modules.json").await,
+            sentence_bert: optional("sentence_bert_config.json").await,
+        })
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, EmbedError> {
+    let bytes = std::fs::read(path).map_err(|e| EmbedError::Config(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| EmbedError::Config(format!("{} is not valid: {e}", path.display())))
+}
+
+fn candle_error(context: &str) -> impl Fn(candle_core::Error) -> EmbedError + '_ {
+    move |e| EmbedError::Permanent(format!("{context}: {e}"))
+}
+
+impl LocalEmbedder {
+    /// Loads a model from a directory in Hugging Face layout or, when `source` is not an existing
+    /// directory, by hub id (e.g. "sentence-transformers/all-MiniLM-L6-v2"). `batch_size` is the
+    /// most texts per forward pass.
+    pub async fn load(source: &str, batch_size: usize) -> Result<LocalEmbedder, EmbedError> {
+        let dir = Path::new(source);
+        let (files, name) = if dir.is_dir() {
+            (ModelFiles::in_dir(dir), model_name_of_dir(dir))
+        } else {
+            (ModelFiles::from_hub(source).await?, source.to_string())
+        };
+        // Reading 90 MB of weights and building the model is blocking work.
+        let model = tokio::task::spawn_blocking(move || Model::load(&files))
+            .await
+            .map_err(|e| EmbedError::Config(format!("loading the model panicked: {e}")))??;
+        debug!(
+            model = %name,
+            dimensions = model.dimensions,
+            max_input_tokens = model.max_input_tokens,
+            pooling = ?model.pooling,
+            normalize = model.normalize,
+            "loaded local embedding model"
+        );
+        Ok(LocalEmbedder {
+            name,
+            tokenizer: Tokenizer::HuggingFace(model.tokenizer.clone()),
+            model: Arc::new(model),
+            batch_size: batch_size.max(1),
+        })
+    }
+
+    /// How token vectors are pooled into a text vector.
+    pub fn pooling(&self) -> Pooling {
+        self.model.pooling
+    }
+
+    /// Whether vectors are L2-normalised (unit length).
+    pub fn normalizes(&self) -> bool {
+        self.model.normalize
+    }
+}
+
+/// The name stored with vectors of a model loaded from a directory: the directory's name, so the
+/// same model gives the same name wherever it is installed; the default model's directory maps
+/// to its hub id, which is also the name it has when loaded from the hub.
+fn model_name_of_dir(dir: &Path) -> String {
+    let dir_name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string());
+    match DEFAULT_LOCAL_MODEL.split_once('/') {
+        Some((_, default_name)) if dir_name == default_name => DEFAULT_LOCAL_MODEL.to_string(),
+        _ => dir_name,
+    }
+}
+
+impl Model {
+    fn load(files: &ModelFiles) -> Result<Model, EmbedError> {
+        let config: BertConfig = read_json(&files.config)?;
+        let pooling = match &files.pooling {
+            Some(path) => pooling_mode(&read_json(path)?)?,
+            None => Pooling::Mean,
+        };
+        let normalize = match &files.modules {
+            Some(path) => {
+                let modules: Vec<ModuleEntry> = read_json(path)?;
+                modules.iter().any(|m| m.kind.ends_with("models.Normalize"))
+            }
+            None => false,
+        };
+        let seq_len = match &files.sentence_bert {
+            Some(path) => read_json::<SentenceBertConfig>(path)?.max_seq_length,
+            None => None,
+        };
+        // The model reads at most max_seq_length tokens (sentence-transformers truncates there),
+        // never more than it has positions for; [CLS] and [SEP] take two of them.
+        let window = seq_len.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
+        let max_input_tokens = window.saturating_sub(2);
+
+        // Truncation and padding off: truncation would hide over-long texts, and we pad per batch.
+        let tokenizer = match Tokenizer::from_file(&files.tokenizer) {
+            Ok(Tokenizer::HuggingFace(t)) => t,
+            Ok(Tokenizer::Tiktoken(_)) => return Err(EmbedError::Config("expected a Hugging Face tokenizer".into())),
+            Err(e) => return Err(EmbedError::Config(e.to_string())),
+        };
+
+        let device = Device::Cpu;
+        // Read into memory rather than mmap: mmap is `unsafe`, which this crate forbids, and 90 MB
+        // is read once per process.
+        let weights = std::fs::read(&files.weights)
+            .map_err(|e| EmbedError::Config(format!("cannot read {}: {e}", files.weights.display())))?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .map_err(|e| EmbedError::Config(format!("{} is not valid safetensors: {e}", files.weights.display())))?;
+        let bert =
+            BertModel::load(vb, &config).map_err(|e| EmbedError::Config(format!("cannot build the model: {e}")))?;
+        Ok(Model { bert, tokenizer, pooling, normalize, dimensions: config.hidden_size, max_input_tokens, device })
+    }
+
+    /// Tokenises, checks lengths, and embeds in batches of similar length. Blocking.
+    fn embed(&self, texts: &[String], batch_size: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Permanent(format!("tokenising failed: {e}")))?;
+        for (index, encoding) in encodings.iter().enumerate() {
+            let special = encoding.get_special_tokens_mask().iter().filter(|&&m| m == 1).count();
+            let tokens = encoding.len() - special;
+            if tokens > self.max_input_tokens {
+                return Err(EmbedError::InputTooLong { index, tokens, max: self.max_input_tokens });
+            }
+        }
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
+        embed_in_length_batches(&lengths, batch_size, |batch| {
+            let batch: Vec<&tokenizers::Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
+            self.embed_batch(&batch)
+        })
+    }
+
+    /// One forward pass over texts padded to the longest of them.
+    fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let width = batch.iter().map(|e| e.len()).max().unwrap_or(0);
+        let started = std::time::Instant::now();
+        let mut ids = Vec::with_capacity(batch.len() * width);
+        let mut mask = Vec::with_capacity(batch.len() * width);
+        for encoding in batch {
+            let pad = width - encoding.len();
+            ids.extend(encoding.get_ids().iter().copied().chain(std::iter::repeat_n(0, pad)));
+            mask.extend(encoding.get_attention_mask().iter().copied().chain(std::iter::repeat_n(0, pad)));
+        }
+        let shape = (batch.len(), width);
+        let ids = Tensor::from_vec(ids, shape, &self.device).map_err(candle_error("building input ids"))?;
+        let mask = Tensor::from_vec(mask, shape, &self.device).map_err(candle_error("building the attention mask"))?;
+        // Single-sentence inputs: every token is segment 0.
+        let token_types = ids.zeros_like().map_err(candle_error("building token types"))?;
+        let hidden = self.bert.forward(&ids, &token_types, Some(&mask)).map_err(candle_error("running the model"))?;
+        let pooled = self.pool(&hidden, &mask).map_err(candle_error("pooling"))?;
+        let vectors = pooled.to_vec2::<f32>().map_err(candle_error("reading the vectors"))?;
+        debug!(texts = batch.len(), padded_tokens = width, ms = started.elapsed().as_millis() as u64, "embedded batch");
+        Ok(vectors)
+    }
+
+    /// Token vectors `[batch, tokens, hidden]` -> text vectors `[batch, hidden]`.
+    fn pool(&self, hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.i((.., 0))?,
+            Pooling::Mean => {
+                // Padding must not count: zero its vectors and divide by the real token count.
+                let mask = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+        };
+        if !self.normalize {
+            return Ok(pooled);
+        }
+        // As torch.nn.functional.normalize: divide by max(norm, 1e-12).
+        let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+        pooled.broadcast_div(&norms)
+    }
+}
+
+fn pooling_mode(config: &PoolingConfig) -> Result<Pooling, EmbedError> {
+    if config.pooling_mode_max_tokens || config.pooling_mode_mean_sqrt_len_tokens {
+        return Err(EmbedError::Config("only mean and CLS pooling are supported".into()));
+    }
+    match (config.pooling_mode_mean_tokens, config.pooling_mode_cls_token) {
+        (true, false) => Ok(Pooling::Mean),
+        (false, true) => Ok(Pooling::Cls),
+        _ => Err(EmbedError::Config("the pooling config must select exactly one of mean or CLS pooling".into())),
+    }
+}
+
+/// Embeds items in batches of at most `batch_size` items of similar length (sorted by length,
+/// so a batch is padded only to its own longest item) and returns the vectors in the original
+/// order. `embed_batch` gets item indices and returns one vector per index, in that order.
+pub(crate) fn embed_in_length_batches<F>(
+    lengths: &[usize],
+    batch_size: usize,
+    mut embed_batch: F,
+) -> Result<Vec<Vec<f32>>, EmbedError>
+where
+    F: FnMut(&[usize]) -> Result<Vec<Vec<f32>>, EmbedError>,
+{
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    // Stable sort: equal lengths keep their input order, which keeps runs reproducible.
+    order.sort_by_key(|&i| lengths[i]);
+    let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); lengths.len()];
+    for batch in order.chunks(batch_size.max(1)) {
+        let embedded = embed_batch(batch)?;
+        if embedded.len() != batch.len() {
+            return Err(EmbedError::Permanent(format!(
+                "the model returned {} vectors for {} texts",
+                embedded.len(),
+                batch.len()
+            )));
+        }
+        for (&index, vector) in batch.iter().zip(embedded) {
+            vectors[index] = vector;
+        }
+    }
+    Ok(vectors)
+}
+
+#[async_trait::async_trait]
+impl Embedder for LocalEmbedder {
+    fn model(&self) -> &str {
+        &self.name
+    }
+
+    fn dimensions(&self) -> usize {
+        self.model.dimensions
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        self.model.max_input_tokens
+    }
+
+    fn tokenizer(&self) -> Tokenizer {
+        self.tokenizer.clone()
+    }
+
+    #[instrument(skip_all, fields(model = %self.name, texts = texts.len()))]
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let model = self.model.clone();
+        let texts = texts.to_vec();
+        let batch_size = self.batch_size;
+        // The forward passes keep a core busy for up to seconds: never on the async workers.
+        // The current span is carried over so batch logs nest under this call.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| model.embed(&texts, batch_size)))
+            .await
+            .map_err(|e| EmbedError::Permanent(format!("the embedding task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake model for the batching tests: each item's vector is `[index, batch_width]`.
+    fn fake_embed_batch(lengths: &[usize], batch: &[usize], seen: &mut Vec<Vec<usize>>) -> Vec<Vec<f32>> {
+        seen.push(batch.to_vec());
+        let width = batch.iter().map(|&i| lengths[i]).max().unwrap_or(0);
+        batch.iter().map(|&i| vec![i as f32, width as f32]).collect()
+    }
+
+    #[test]
+    fn length_batching_restores_the_input_order() {
+        let lengths = [50, 3, 200, 7, 3, 120, 9, 64, 2, 180];
+        let mut seen = Vec::new();
+        let vectors = embed_in_length_batches(&lengths, 3, |batch| Ok(fake_embed_batch(&lengths, batch, &mut seen)))
+            .expect("fake model never fails");
+        let indices: Vec<f32> = vectors.iter().map(|v| v[0]).collect();
+        assert_eq!(indices, (0..lengths.len()).map(|i| i as f32).collect::<Vec<_>>());
+        assert!(seen.iter().all(|b| b.len() <= 3));
+        assert_eq!(seen.iter().map(Vec::len).sum::<usize>(), lengths.len());
+    }
+
+    #[test]
+    fn batches_group_similar_lengths_so_short_texts_are_not_padded_to_long_ones() {
+        let lengths = [250, 5, 240, 6, 230, 4];
+        let mut seen = Vec::new();
+        let vectors = embed_in_length_batches(&lengths, 3, |batch| Ok(fake_embed_batch(&lengths, batch, &mut seen)))
+            .expect("fake model never fails");
+        // Each short text is padded only to 6, not to 250.
+        for i in [1, 3, 5] {
+            assert_eq!(vectors[i][1], 6.0);
+        }
+        assert_eq!(seen, vec![vec![5, 1, 3], vec![4, 2, 0]]);
+    }
+
+    #[test]
+    fn a_model_returning_too_few_vectors_is_an_error() {
+        let result = embed_in_length_batches(&[1, 2, 3], 8, |batch| Ok(vec![vec![0.0]; batch.len() - 1]));
+        assert!(matches!(result, Err(EmbedError::Permanent(_))));
+    }
+
+    #[test]
+    fn pooling_config_selects_mean_or_cls() {
+        let config = |mean, cls, max| PoolingConfig {
+            pooling_mode_cls_token: cls,
+            pooling_mode_mean_tokens: mean,
+            pooling_mode_max_tokens: max,
+            pooling_mode_mean_sqrt_len_tokens: false,
+        };
+        assert_eq!(pooling_mode(&config(true, false, false)).ok(), Some(Pooling::Mean));
+        assert_eq!(pooling_mode(&config(false, true, false)).ok(), Some(Pooling::Cls));
+        assert!(pooling_mode(&config(false, false, true)).is_err());
+        assert!(pooling_mode(&config(true, true, false)).is_err());
+    }
+
+    #[test]
+    fn the_default_model_directory_is_named_by_its_hub_id() {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let dir = parent.path().join("all-MiniLM-L6-v2");
+        std::fs::create_dir(&dir).expect("create dir");
+        assert_eq!(model_name_of_dir(&dir), DEFAULT_LOCAL_MODEL);
+        let other = parent.path().join("bge-small-en-v1.5");
+        std::fs::create_dir(&other).expect("create dir");
+        assert_eq!(model_name_of_dir(&other), "bge-small-en-v1.5");
+    }
+}

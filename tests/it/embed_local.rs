@@ -1,0 +1,131 @@
+//! The local model (all-MiniLM-L6-v2 through candle) against sentence-transformers' own output
+//! in `tests/fixtures/reference_embeddings.json` (made by `scripts/reference_embeddings.py`).
+//! Needs the model installed by `scripts/setup.sh` (or `KB_MODEL_DIR`).
+
+use kb::embed::{self, EmbedError, Embedder, LocalEmbedder};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    model: String,
+    dims: usize,
+    items: Vec<ReferenceItem>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceItem {
+    label: String,
+    text: String,
+    embedding: Vec<f32>,
+    /// sentence-transformers cut this text at 256 tokens; kb must refuse it instead.
+    truncated: bool,
+}
+
+fn reference() -> Reference {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference_embeddings.json");
+    let bytes = std::fs::read(path).expect("read the reference embeddings");
+    serde_json::from_slice(&bytes).expect("parse the reference embeddings")
+}
+
+async fn load_model() -> LocalEmbedder {
+    let dir = embed::default_model_dir();
+    let dir = dir.to_str().expect("model dir is UTF-8");
+    LocalEmbedder::load(dir, 32).await.expect("load the local model (run scripts/setup.sh)")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[tokio::test]
+async fn the_local_model_matches_sentence_transformers_with_texts_batched_together() {
+    let reference = reference();
+    let model = load_model().await;
+    assert_eq!(model.model(), reference.model);
+    assert_eq!(model.dimensions(), reference.dims);
+
+    let items: Vec<&ReferenceItem> = reference.items.iter().filter(|i| !i.truncated).collect();
+    assert!(items.len() >= 5, "the fixture should hold several texts of different lengths");
+    let texts: Vec<String> = items.iter().map(|i| i.text.clone()).collect();
+    // All in one call with a batch size above their number: one padded batch.
+    let vectors = model.embed(&texts).await.expect("embed the reference texts");
+    assert_eq!(vectors.len(), texts.len());
+
+    let mut min = f32::MAX;
+    for (item, vector) in items.iter().zip(&vectors) {
+        assert_eq!(vector.len(), reference.dims);
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{}: not normalised ({norm})", item.label);
+        let similarity = cosine(vector, &item.embedding);
+        min = min.min(similarity);
+        assert!(similarity >= 0.999, "{}: cosine {similarity} < 0.999", item.label);
+    }
+    eprintln!("min cosine to sentence-transformers over {} texts: {min:.7}", items.len());
+}
+
+#[tokio::test]
+async fn padding_in_a_batch_does_not_change_a_text_s_vector() {
+    let reference = reference();
+    let model = load_model().await;
+    let texts: Vec<String> = reference.items.iter().filter(|i| !i.truncated).map(|i| i.text.clone()).collect();
+    let together = model.embed(&texts).await.expect("embed together");
+    for (text, batched) in texts.iter().zip(&together) {
+        let alone = model.embed(std::slice::from_ref(text)).await.expect("embed alone");
+        let similarity = cosine(&alone[0], batched);
+        assert!(similarity >= 0.9999, "cosine alone vs batched {similarity}");
+    }
+}
+
+#[tokio::test]
+async fn a_text_over_the_model_window_is_refused_not_truncated() {
+    let reference = reference();
+    let model = load_model().await;
+    let long = reference.items.iter().find(|i| i.truncated).expect("the fixture has a truncated text");
+    let texts = vec!["a short text".to_string(), long.text.clone()];
+    match model.embed(&texts).await {
+        Err(EmbedError::InputTooLong { index, tokens, max }) => {
+            assert_eq!(index, 1);
+            assert_eq!(max, 254);
+            assert_eq!(tokens, model.tokenizer().count(&long.text));
+            assert!(tokens > max);
+        }
+        other => panic!("expected InputTooLong, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn exactly_max_input_tokens_fits_and_one_more_does_not() {
+    let model = load_model().await;
+    assert_eq!(model.max_input_tokens(), 254);
+    let tokenizer = model.tokenizer();
+    let fits = "hello ".repeat(254);
+    assert_eq!(tokenizer.count(&fits), 254);
+    let vectors = model.embed(&[fits]).await.expect("254 tokens fit");
+    assert_eq!(vectors[0].len(), 384);
+
+    let over = "hello ".repeat(255);
+    assert_eq!(tokenizer.count(&over), 255);
+    let result = model.embed(&[over]).await;
+    assert!(matches!(result, Err(EmbedError::InputTooLong { index: 0, tokens: 255, max: 254 })), "{result:?}");
+}
+
+#[tokio::test]
+async fn many_texts_of_mixed_lengths_come_back_in_order() {
+    let model = load_model().await;
+    let texts: Vec<String> =
+        (0..70).map(|i| format!("document {i}: {}", "refund policy and billing ".repeat(i % 13 + 1))).collect();
+    let batched = model.embed(&texts).await.expect("embed 70 texts");
+    assert_eq!(batched.len(), texts.len());
+    for i in [0, 13, 41, 69] {
+        let alone = model.embed(std::slice::from_ref(&texts[i])).await.expect("embed alone");
+        assert!(cosine(&alone[0], &batched[i]) >= 0.9999, "text {i} got another text's vector");
+    }
+}
+
+#[tokio::test]
+async fn no_texts_need_no_work() {
+    let model = load_model().await;
+    assert!(model.embed(&[]).await.expect("empty input").is_empty());
+}
