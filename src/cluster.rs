@@ -107,31 +107,16 @@ pub enum ClusterError {
     },
 
     #[error("initdb failed for {pg_dir} ({status}):\n{stderr}")]
-    InitdbFailed {
-        pg_dir: PathBuf,
-        status: String,
-        stderr: String,
-    },
+    InitdbFailed { pg_dir: PathBuf, status: String, stderr: String },
 
-    #[error(
-        "PostgreSQL failed to start ({status}): {stderr}\n--- last lines of {log_file} ---\n{log_tail}"
-    )]
-    StartFailed {
-        status: String,
-        stderr: String,
-        log_file: PathBuf,
-        log_tail: String,
-    },
+    #[error("PostgreSQL failed to start ({status}): {stderr}\n--- last lines of {log_file} ---\n{log_tail}")]
+    StartFailed { status: String, stderr: String, log_file: PathBuf, log_tail: String },
 
     #[error("PostgreSQL failed to stop ({status}): {stderr}")]
     StopFailed { status: String, stderr: String },
 
     #[error("`{command}` failed ({status}): {stderr}")]
-    CommandFailed {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    CommandFailed { command: String, status: String, stderr: String },
 
     #[error("unsafe socket directory {path}: {reason}")]
     UnsafeSocketDir { path: PathBuf, reason: String },
@@ -143,11 +128,7 @@ pub enum ClusterError {
         "cluster state file {path} says {found}, but this process expected {expected}; \
          another kb process initialised the cluster differently (KB_PG_PORT?), retry"
     )]
-    StateMismatch {
-        path: PathBuf,
-        found: String,
-        expected: String,
-    },
+    StateMismatch { path: PathBuf, found: String, expected: String },
 
     #[error("{context}: {source}")]
     Database {
@@ -159,10 +140,7 @@ pub enum ClusterError {
 
 impl ClusterError {
     fn io(context: impl Into<String>, source: io::Error) -> Self {
-        ClusterError::Io {
-            context: context.into(),
-            source,
-        }
+        ClusterError::Io { context: context.into(), source }
     }
 }
 
@@ -193,11 +171,7 @@ enum RunAs {
     /// kb's own user (not root).
     CurrentUser { uid: u32 },
     /// kb is root: `runuser -u postgres -- ...`.
-    Postgres {
-        runuser: PathBuf,
-        uid: u32,
-        gid: u32,
-    },
+    Postgres { runuser: PathBuf, uid: u32, gid: u32 },
 }
 
 impl RunAs {
@@ -243,21 +217,12 @@ impl State {
                 _ => {}
             }
         }
-        Some(State {
-            port: port?,
-            superuser: superuser.filter(|s| !s.is_empty())?,
-            external_root,
-        })
+        Some(State { port: port?, superuser: superuser.filter(|s| !s.is_empty())?, external_root })
     }
 
     fn render(&self) -> String {
-        let mut out = String::from(
-            "# kb embedded PostgreSQL cluster: written at first initialisation, do not edit\n",
-        );
-        out.push_str(&format!(
-            "port={}\nsuperuser={}\n",
-            self.port, self.superuser
-        ));
+        let mut out = String::from("# kb embedded PostgreSQL cluster: written at first initialisation, do not edit\n");
+        out.push_str(&format!("port={}\nsuperuser={}\n", self.port, self.superuser));
         if let Some(root) = &self.external_root {
             out.push_str(&format!("server_root={}\n", root.display()));
         }
@@ -304,22 +269,12 @@ impl Cluster {
                 external_root: choose_external_root(&data_dir, &run_as)?,
             },
             Err(e) => {
-                return Err(ClusterError::io(
-                    format!("reading {}", state_file.display()),
-                    e,
-                ));
+                return Err(ClusterError::io(format!("reading {}", state_file.display()), e));
             }
         };
 
-        let server_root = state
-            .external_root
-            .clone()
-            .unwrap_or_else(|| data_dir.clone());
-        let socket_dir = socket_dir_for(
-            &server_root.join("sock"),
-            state.port,
-            &short_hash(data_dir.as_os_str()),
-        );
+        let server_root = state.external_root.clone().unwrap_or_else(|| data_dir.clone());
+        let socket_dir = socket_dir_for(&server_root.join("sock"), state.port, &short_hash(data_dir.as_os_str()));
         Ok(Cluster {
             pg_dir: server_root.join("pg"),
             log_file: server_root.join("pg.log"),
@@ -429,10 +384,7 @@ impl Cluster {
                     .kb_output("pg_ctl stop")
                     .await?;
                 if !out.status.success() {
-                    return Err(ClusterError::StopFailed {
-                        status: out.status.to_string(),
-                        stderr: output_text(&out),
-                    });
+                    return Err(ClusterError::StopFailed { status: out.status.to_string(), stderr: output_text(&out) });
                 }
                 Ok(())
             }
@@ -455,13 +407,7 @@ impl Cluster {
         if !self.is_initialised() {
             return Ok(Status::NotInitialised);
         }
-        let out = self
-            .run_pg_ctl()
-            .arg("-D")
-            .arg(&self.pg_dir)
-            .arg("status")
-            .kb_output("pg_ctl status")
-            .await?;
+        let out = self.run_pg_ctl().arg("-D").arg(&self.pg_dir).arg("status").kb_output("pg_ctl status").await?;
         // pg_ctl status: 0 = running, 3 = not running (also with a stale postmaster.pid),
         // 4 = no accessible data directory.
         match out.status.code() {
@@ -499,8 +445,7 @@ impl Cluster {
                 .mode(0o644)
                 .open(&path)
                 .map_err(|e| ClusterError::io(format!("opening {}", path.display()), e))?;
-            file.lock()
-                .map_err(|e| ClusterError::io(format!("locking {}", path.display()), e))?;
+            file.lock().map_err(|e| ClusterError::io(format!("locking {}", path.display()), e))?;
             Ok(file)
         })
         .await
@@ -534,11 +479,9 @@ impl Cluster {
         let ctx = || format!("creating {}", dir.display());
         match fs::DirBuilder::new().mode(mode).create(dir) {
             Ok(()) => {
-                fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-                    .map_err(|e| ClusterError::io(ctx(), e))?;
+                fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|e| ClusterError::io(ctx(), e))?;
                 if let Some((uid, gid)) = self.run_as.chown_to() {
-                    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-                        .map_err(|e| ClusterError::io(ctx(), e))?;
+                    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| ClusterError::io(ctx(), e))?;
                 }
                 Ok(())
             }
@@ -606,11 +549,8 @@ impl Cluster {
             "starting PostgreSQL"
         );
         // pg_ctl hands -o to /bin/sh, hence the quoting. `-h ''` repeats listen_addresses = ''.
-        let server_opts = format!(
-            "-h '' -k {} -p {}",
-            shell_quote(&self.socket_dir.to_string_lossy()),
-            self.state.port
-        );
+        let server_opts =
+            format!("-h '' -k {} -p {}", shell_quote(&self.socket_dir.to_string_lossy()), self.state.port);
         let timeout = PG_CTL_TIMEOUT_SECS.to_string();
         let log_len_before = fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
         let out = self
@@ -638,21 +578,14 @@ impl Cluster {
     fn prepare_socket_dir(&self) -> Result<(), ClusterError> {
         let dir = &self.socket_dir;
         self.make_server_dir(dir, 0o700)?;
-        let unsafe_dir = |reason: String| ClusterError::UnsafeSocketDir {
-            path: dir.clone(),
-            reason,
-        };
-        let meta = fs::symlink_metadata(dir)
-            .map_err(|e| ClusterError::io(format!("inspecting {}", dir.display()), e))?;
+        let unsafe_dir = |reason: String| ClusterError::UnsafeSocketDir { path: dir.clone(), reason };
+        let meta =
+            fs::symlink_metadata(dir).map_err(|e| ClusterError::io(format!("inspecting {}", dir.display()), e))?;
         if !meta.file_type().is_dir() {
             return Err(unsafe_dir("not a directory (or a symlink)".into()));
         }
         if meta.uid() != self.run_as.uid() {
-            return Err(unsafe_dir(format!(
-                "owned by uid {}, expected uid {}",
-                meta.uid(),
-                self.run_as.uid()
-            )));
+            return Err(unsafe_dir(format!("owned by uid {}, expected uid {}", meta.uid(), self.run_as.uid())));
         }
         if meta.mode() & 0o077 != 0 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -674,8 +607,7 @@ impl Cluster {
             .mode(0o640)
             .open(&self.log_file)
             .map_err(|e| ClusterError::io(ctx(), e))?;
-        std::os::unix::fs::chown(&self.log_file, Some(uid), Some(gid))
-            .map_err(|e| ClusterError::io(ctx(), e))
+        std::os::unix::fs::chown(&self.log_file, Some(uid), Some(gid)).map_err(|e| ClusterError::io(ctx(), e))
     }
 
     async fn create_database(&self, db_name: &str) -> Result<(), ClusterError> {
@@ -711,9 +643,7 @@ trait KbOutput {
 impl KbOutput for tokio::process::Command {
     async fn kb_output(&mut self, what: &str) -> Result<Output, ClusterError> {
         debug!(command = ?self.as_std(), "running {what}");
-        self.output()
-            .await
-            .map_err(|e| ClusterError::io(format!("running {what}"), e))
+        self.output().await.map_err(|e| ClusterError::io(format!("running {what}"), e))
     }
 }
 
@@ -724,17 +654,14 @@ fn non_empty_env(name: &str) -> Option<String> {
 }
 
 fn default_port() -> u16 {
-    non_empty_env("KB_PG_PORT")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(DEFAULT_PORT)
+    non_empty_env("KB_PG_PORT").and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT)
 }
 
 fn absolute_path(path: &Path) -> Result<PathBuf, ClusterError> {
     // Canonical where it exists, so one directory reached through two paths is one cluster.
     match fs::canonicalize(path) {
         Ok(p) => Ok(p),
-        Err(_) => std::path::absolute(path)
-            .map_err(|e| ClusterError::io(format!("resolving {}", path.display()), e)),
+        Err(_) => std::path::absolute(path).map_err(|e| ClusterError::io(format!("resolving {}", path.display()), e)),
     }
 }
 
@@ -745,25 +672,18 @@ fn find_bin_dir() -> Result<PathBuf, ClusterError> {
         return if has_server_binaries(&dir) {
             Ok(dir)
         } else {
-            Err(ClusterError::BinariesMissing {
-                searched: format!("KB_PG_BIN={}", dir.display()),
-            })
+            Err(ClusterError::BinariesMissing { searched: format!("KB_PG_BIN={}", dir.display()) })
         };
     }
-    find_bin_dir_in(Path::new(DEBIAN_PG_ROOT)).ok_or_else(|| ClusterError::BinariesMissing {
-        searched: format!("{DEBIAN_PG_ROOT}/*/bin"),
-    })
+    find_bin_dir_in(Path::new(DEBIAN_PG_ROOT))
+        .ok_or_else(|| ClusterError::BinariesMissing { searched: format!("{DEBIAN_PG_ROOT}/*/bin") })
 }
 
 /// The `root/N/bin` with the highest numeric `N` that holds all server binaries.
 fn find_bin_dir_in(root: &Path) -> Option<PathBuf> {
     let mut best: Option<(u32, PathBuf)> = None;
     for entry in fs::read_dir(root).ok()?.flatten() {
-        let Some(major) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(major) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         let bin = entry.path().join("bin");
@@ -775,16 +695,15 @@ fn find_bin_dir_in(root: &Path) -> Option<PathBuf> {
 }
 
 fn has_server_binaries(dir: &Path) -> bool {
-    SERVER_BINARIES.iter().all(|name| {
-        fs::metadata(dir.join(name))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    SERVER_BINARIES
+        .iter()
+        .all(|name| fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Effective uid, from `/proc/self/status` (no libc: the crate forbids unsafe code).
 fn effective_uid() -> Result<u32, ClusterError> {
-    let status = fs::read_to_string("/proc/self/status")
-        .map_err(|e| ClusterError::io("reading /proc/self/status", e))?;
+    let status =
+        fs::read_to_string("/proc/self/status").map_err(|e| ClusterError::io("reading /proc/self/status", e))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
@@ -794,10 +713,7 @@ fn effective_uid() -> Result<u32, ClusterError> {
         .ok_or_else(|| {
             ClusterError::io(
                 "reading the effective uid",
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "no Uid line in /proc/self/status",
-                ),
+                io::Error::new(io::ErrorKind::InvalidData, "no Uid line in /proc/self/status"),
             )
         })
 }
@@ -818,14 +734,9 @@ fn detect_run_as() -> Result<RunAs, ClusterError> {
 
 /// `(uid, gid)` of `name` via `getent passwd` (honours NSS), else `/etc/passwd`.
 fn lookup_user(name: &str) -> Result<Option<(u32, u32)>, ClusterError> {
-    let text = match std::process::Command::new("getent")
-        .args(["passwd", name])
-        .stderr(Stdio::null())
-        .output()
-    {
+    let text = match std::process::Command::new("getent").args(["passwd", name]).stderr(Stdio::null()).output() {
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
-        Err(_) => fs::read_to_string("/etc/passwd")
-            .map_err(|e| ClusterError::io("reading /etc/passwd", e))?,
+        Err(_) => fs::read_to_string("/etc/passwd").map_err(|e| ClusterError::io("reading /etc/passwd", e))?,
     };
     Ok(parse_passwd(&text, name))
 }
@@ -878,10 +789,7 @@ fn choose_external_root(data_dir: &Path, run_as: &RunAs) -> Result<Option<PathBu
     }
     // kb creates the missing part of the data dir 0755, so what matters is whether postgres
     // can traverse the deepest directory that already exists (access(2) checks the whole path).
-    let existing = data_dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
+    let existing = data_dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     let reachable = std::process::Command::new(runuser)
         .args(["-u", "postgres", "--", "test", "-x"])
         .arg(existing)
@@ -912,8 +820,9 @@ fn create_dirs_0755(path: &Path) -> Result<(), ClusterError> {
     for dir in missing.into_iter().rev() {
         let ctx = || format!("creating {}", dir.display());
         match fs::DirBuilder::new().mode(0o755).create(dir) {
-            Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-                .map_err(|e| ClusterError::io(ctx(), e))?,
+            Ok(()) => {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| ClusterError::io(ctx(), e))?
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(ClusterError::io(ctx(), e)),
         }
@@ -925,10 +834,7 @@ fn create_dirs_0755(path: &Path) -> Result<(), ClusterError> {
 
 /// 16 hex digits of sha256: stable short names for per-data-dir fallback directories.
 fn short_hash(s: &OsStr) -> String {
-    Sha256::digest(s.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(s.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `dir/.s.PGSQL.<port>` fits in a unix socket address.
@@ -938,21 +844,13 @@ fn socket_path_fits(dir: &Path, port: u16) -> bool {
 
 /// `preferred` if the socket path fits, else the short `/tmp/kb-<key>`.
 fn socket_dir_for(preferred: &Path, port: u16, key: &str) -> PathBuf {
-    if socket_path_fits(preferred, port) {
-        preferred.to_path_buf()
-    } else {
-        PathBuf::from(format!("/tmp/kb-{key}"))
-    }
+    if socket_path_fits(preferred, port) { preferred.to_path_buf() } else { PathBuf::from(format!("/tmp/kb-{key}")) }
 }
 
 /// The pid in `pg_ctl status` output: `pg_ctl: server is running (PID: 1234)`.
 fn parse_pg_ctl_pid(stdout: &str) -> Option<u32> {
     let rest = &stdout[stdout.find("PID:")? + 4..];
-    rest.trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters (and `/` if `keep_slash`).
@@ -987,10 +885,7 @@ fn validate_db_name(name: &str) -> Result<(), ClusterError> {
     } else {
         return Ok(());
     };
-    Err(ClusterError::InvalidDatabaseName {
-        name: name.into(),
-        reason: reason.into(),
-    })
+    Err(ClusterError::InvalidDatabaseName { name: name.into(), reason: reason.into() })
 }
 
 fn output_text(out: &Output) -> String {
@@ -1028,15 +923,11 @@ fn log_tail(path: &Path, from: u64, lines: usize) -> String {
 }
 
 fn c_utf8_available() -> bool {
-    std::process::Command::new("locale")
-        .arg("-a")
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.eq_ignore_ascii_case("C.UTF-8") || l.eq_ignore_ascii_case("C.utf8"))
-        })
+    std::process::Command::new("locale").arg("-a").stderr(Stdio::null()).output().is_ok_and(|out| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("C.UTF-8") || l.eq_ignore_ascii_case("C.utf8"))
+    })
 }
 
 /// True when /dev/shm is missing or under 1 GiB (typical of containers).
@@ -1049,9 +940,7 @@ fn dev_shm_too_small() -> bool {
 
 /// `None`: no /dev/shm mount; `Some(None)`: mounted without a size option (half of RAM).
 fn dev_shm_size(mounts: &str) -> Option<Option<u64>> {
-    let line = mounts
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("/dev/shm"))?;
+    let line = mounts.lines().find(|l| l.split_whitespace().nth(1) == Some("/dev/shm"))?;
     let options = line.split_whitespace().nth(3).unwrap_or("");
     Some(options.split(',').find_map(|o| {
         let v = o.strip_prefix("size=")?;
@@ -1072,10 +961,7 @@ async fn create_database_if_missing(url: &str, db_name: &str) -> Result<(), Clus
         .bind(db_name)
         .fetch_optional(&mut conn)
         .await
-        .map_err(|source| ClusterError::Database {
-            context: "looking up the database".into(),
-            source,
-        })?;
+        .map_err(|source| ClusterError::Database { context: "looking up the database".into(), source })?;
     if exists.is_none() {
         info!(db_name, "creating database");
         let sql = format!("CREATE DATABASE {}", quote_ident(db_name));
@@ -1086,10 +972,7 @@ async fn create_database_if_missing(url: &str, db_name: &str) -> Result<(), Clus
             // Someone outside our lock (e.g. psql) created it meanwhile: fine.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
             Err(source) => {
-                return Err(ClusterError::Database {
-                    context: format!("creating database {db_name:?}"),
-                    source,
-                });
+                return Err(ClusterError::Database { context: format!("creating database {db_name:?}"), source });
             }
         }
     }
@@ -1175,37 +1058,23 @@ mod tests {
         // 17 is incomplete (no pg_ctl): skipped.
         fake_bin(&root.path().join("17/bin"), &["postgres", "initdb"]);
         fs::create_dir_all(root.path().join("latest/bin")).expect("test setup");
-        assert_eq!(
-            find_bin_dir_in(root.path()),
-            Some(root.path().join("15/bin"))
-        );
+        assert_eq!(find_bin_dir_in(root.path()), Some(root.path().join("15/bin")));
     }
 
     #[test]
     fn bin_dir_discovery_requires_executables() {
         let root = tempfile::tempdir().expect("test setup");
         fake_bin(&root.path().join("16/bin"), &SERVER_BINARIES);
-        fs::set_permissions(
-            root.path().join("16/bin/initdb"),
-            fs::Permissions::from_mode(0o644),
-        )
-        .expect("test setup");
+        fs::set_permissions(root.path().join("16/bin/initdb"), fs::Permissions::from_mode(0o644)).expect("test setup");
         assert_eq!(find_bin_dir_in(root.path()), None);
         assert_eq!(find_bin_dir_in(&root.path().join("missing")), None);
     }
 
     #[test]
     fn state_round_trips() {
-        let s = State {
-            port: 5433,
-            superuser: "postgres".into(),
-            external_root: Some("/var/lib/kb/0123".into()),
-        };
+        let s = State { port: 5433, superuser: "postgres".into(), external_root: Some("/var/lib/kb/0123".into()) };
         assert_eq!(State::parse(&s.render()), Some(s.clone()));
-        let local = State {
-            external_root: None,
-            ..s
-        };
+        let local = State { external_root: None, ..s };
         assert_eq!(State::parse(&local.render()), Some(local));
         assert_eq!(State::parse("port=x\nsuperuser=a\n"), None);
     }
@@ -1219,8 +1088,7 @@ mod tests {
 
     #[test]
     fn passwd_lookup() {
-        let text =
-            "root:x:0:0:root:/root:/bin/bash\npostgres:x:101:104::/var/lib/postgresql:/bin/bash\n";
+        let text = "root:x:0:0:root:/root:/bin/bash\npostgres:x:101:104::/var/lib/postgresql:/bin/bash\n";
         assert_eq!(parse_passwd(text, "postgres"), Some((101, 104)));
         assert_eq!(parse_passwd(text, "post"), None);
     }

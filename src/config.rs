@@ -7,6 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::chunk::{BudgetError, TokenBudget};
+use crate::embed::EmbedConfig;
 use crate::extract::PdfLimits;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -71,12 +72,19 @@ impl Config {
         TokenBudget::new(self.chunk_tokens, self.chunk_overlap, window)
     }
 
+    /// Which embedder to build: OpenAI when a key is configured, else the local model.
+    pub fn embed_config(&self) -> EmbedConfig {
+        let mut cfg = EmbedConfig::default()
+            .with_openai_key(self.openai_api_key.clone())
+            .with_openai_base_url(self.openai_base_url.clone());
+        if let Some(model) = &self.model {
+            cfg.local_model = model.clone();
+        }
+        cfg.openai_model = self.openai_model.clone();
+        cfg
+    }
+
     pub fn pdf_limits(&self) -> PdfLimits {
         PdfLimits { timeout: Duration::from_secs(self.pdf_timeout_secs), ..PdfLimits::default() }
-    }
-}
-impl Config {
-    pub fn embed_config(&self) -> crate::embed::EmbedConfig {
-        crate::embed::EmbedConfig
     }
 }

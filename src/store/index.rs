@@ -166,7 +166,9 @@ async fn build_index(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    sqlx::query("ANALYZE public.knowledge_chunks").execute(&mut *conn).await?;
+    sqlx::query("ANALYZE public.knowledge_buckets, public.knowledge_documents, public.knowledge_chunks")
+        .execute(&mut *conn)
+        .await?;
     Ok(IndexBuild {
         model: model.name.clone(),
         method: method.as_str(),

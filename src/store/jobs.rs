@@ -79,7 +79,11 @@ fn seconds(d: Duration) -> f64 {
 
 /// Claims the oldest runnable job: queued and due, or running with an expired lease (its
 /// worker died). Run as `service_role`.
-pub async fn claim(conn: &mut PgConnection, worker_id: &str, lease: Duration) -> Result<Option<ClaimedJob>, sqlx::Error> {
+pub async fn claim(
+    conn: &mut PgConnection,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Option<ClaimedJob>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE public.ingest_jobs j
          SET status = 'running', attempts = j.attempts + 1, worker_id = $1,
@@ -99,7 +103,12 @@ pub async fn claim(conn: &mut PgConnection, worker_id: &str, lease: Duration) ->
 }
 
 /// Extends the lease of a job this worker still holds; false if it lost it.
-pub async fn extend_lease(conn: &mut PgConnection, job_id: Uuid, worker_id: &str, lease: Duration) -> Result<bool, sqlx::Error> {
+pub async fn extend_lease(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE public.ingest_jobs SET lease_until = now() + make_interval(secs => $3)
          WHERE id = $1 AND worker_id = $2 AND status = 'running'",
@@ -145,7 +154,12 @@ pub async fn fail(conn: &mut PgConnection, job_id: Uuid, error: &str) -> Result<
 }
 
 /// Puts the job back in the queue to be tried again after `delay`.
-pub async fn retry_later(conn: &mut PgConnection, job_id: Uuid, error: &str, delay: Duration) -> Result<(), sqlx::Error> {
+pub async fn retry_later(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    error: &str,
+    delay: Duration,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE public.ingest_jobs
          SET status = 'queued', lease_until = NULL, last_error = $2,

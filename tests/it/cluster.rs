@@ -14,21 +14,14 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         let cluster = self.0.clone();
         // Drop runs inside the test's runtime: stop from a separate thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .expect("runtime")
-                .block_on(cluster.stop())
-        })
-        .join();
+        let _ = std::thread::spawn(move || tokio::runtime::Runtime::new().expect("runtime").block_on(cluster.stop()))
+            .join();
     }
 }
 
 async fn select_one(url: &str) -> i32 {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-    let one: i32 = sqlx::query_scalar("SELECT 1")
-        .fetch_one(&mut conn)
-        .await
-        .expect("SELECT 1");
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.expect("SELECT 1");
     conn.close().await.expect("close");
     one
 }
@@ -47,43 +40,25 @@ async fn embedded_cluster_lifecycle() {
     let cluster = Cluster::new(&data_dir).expect("cluster");
     let guard = StopOnDrop(cluster.clone());
 
-    assert_eq!(
-        cluster.status().await.expect("status"),
-        Status::NotInitialised
-    );
-    assert!(
-        cluster.pg_dir().starts_with(cluster.data_dir()),
-        "in-place layout expected"
-    );
+    assert_eq!(cluster.status().await.expect("status"), Status::NotInitialised);
+    assert!(cluster.pg_dir().starts_with(cluster.data_dir()), "in-place layout expected");
 
-    let url = cluster
-        .ensure_running("kb_test")
-        .await
-        .expect("first ensure_running");
+    let url = cluster.ensure_running("kb_test").await.expect("first ensure_running");
     assert_eq!(url, cluster.database_url("kb_test"));
-    let again = cluster
-        .ensure_running("kb_test")
-        .await
-        .expect("second ensure_running");
+    let again = cluster.ensure_running("kb_test").await.expect("second ensure_running");
     assert_eq!(url, again);
     assert_eq!(select_one(&url).await, 1);
 
     // pgvector is installed and usable.
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
-    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS vector")
-        .execute(&mut conn)
-        .await
-        .expect("create extension vector");
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS vector").execute(&mut conn).await.expect("create extension vector");
     let dist: f64 = sqlx::query_scalar("SELECT '[1,0]'::vector <=> '[0,1]'::vector")
         .fetch_one(&mut conn)
         .await
         .expect("vector query");
     assert!((dist - 1.0).abs() < 1e-9);
     // No TCP listener: unix socket only.
-    let listen: String = sqlx::query_scalar("SHOW listen_addresses")
-        .fetch_one(&mut conn)
-        .await
-        .expect("show");
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut conn).await.expect("show");
     assert_eq!(listen, "");
     for (setting, expected) in [
         ("shared_buffers", "256MB"),
@@ -92,10 +67,7 @@ async fn embedded_cluster_lifecycle() {
         ("fsync", "on"),
         ("server_encoding", "UTF8"),
     ] {
-        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
-            .fetch_one(&mut conn)
-            .await
-            .expect("show");
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}")).fetch_one(&mut conn).await.expect("show");
         assert_eq!(value, expected, "{setting}");
     }
     conn.close().await.expect("close");
@@ -114,10 +86,7 @@ async fn embedded_cluster_lifecycle() {
         tasks.push(tokio::spawn(async move {
             let c = Cluster::new(&data_dir).expect("cluster");
             let db = if i == 0 { "kb_test" } else { "kb_other" };
-            let url = c
-                .ensure_running(db)
-                .await
-                .expect("concurrent ensure_running");
+            let url = c.ensure_running(db).await.expect("concurrent ensure_running");
             select_one(&url).await
         }));
     }
@@ -149,18 +118,8 @@ async fn long_data_dir_uses_short_socket_dir() {
     let data_dir = tmp.path().join("d".repeat(60)).join("e".repeat(60));
     let cluster = Cluster::new(&data_dir).expect("cluster");
     let guard = StopOnDrop(cluster.clone());
-    assert!(
-        cluster
-            .socket_dir()
-            .to_string_lossy()
-            .starts_with("/tmp/kb-"),
-        "{:?}",
-        cluster.socket_dir()
-    );
-    let url = cluster
-        .ensure_running("kb_test")
-        .await
-        .expect("ensure_running");
+    assert!(cluster.socket_dir().to_string_lossy().starts_with("/tmp/kb-"), "{:?}", cluster.socket_dir());
+    let url = cluster.ensure_running("kb_test").await.expect("ensure_running");
     assert_eq!(select_one(&url).await, 1);
     drop(guard);
     let _ = std::fs::remove_dir(cluster.socket_dir());
@@ -209,10 +168,7 @@ async fn unreachable_data_dir_as_root_uses_var_lib() {
     let server_root = cluster.pg_dir().parent().expect("parent").to_path_buf();
     assert!(server_root.starts_with("/var/lib/kb"), "{server_root:?}");
     let guard = StopOnDrop(cluster.clone());
-    let url = cluster
-        .ensure_running("kb_test")
-        .await
-        .expect("ensure_running");
+    let url = cluster.ensure_running("kb_test").await.expect("ensure_running");
     assert_eq!(select_one(&url).await, 1);
     // A second handle on the same data dir finds the same (recorded) location.
     let again = Cluster::new(&data_dir).expect("cluster");
@@ -229,17 +185,11 @@ async fn restarts_after_postmaster_is_killed() {
     let tmp = reachable_tempdir();
     let cluster = Cluster::new(&tmp.path().join("kb")).expect("cluster");
     let guard = StopOnDrop(cluster.clone());
-    let url = cluster
-        .ensure_running("kb_test")
-        .await
-        .expect("ensure_running");
+    let url = cluster.ensure_running("kb_test").await.expect("ensure_running");
     let Status::Running { pid } = cluster.status().await.expect("status") else {
         panic!("should run");
     };
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("kill");
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
     assert!(killed.success());
     // Wait for the kernel to reap it (its parent is init once pg_ctl has exited).
     for _ in 0..100 {
@@ -249,15 +199,9 @@ async fn restarts_after_postmaster_is_killed() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(cluster.status().await.expect("status"), Status::Stopped);
-    assert!(
-        cluster.pg_dir().join("postmaster.pid").exists(),
-        "stale pid file expected"
-    );
+    assert!(cluster.pg_dir().join("postmaster.pid").exists(), "stale pid file expected");
 
-    let again = cluster
-        .ensure_running("kb_test")
-        .await
-        .expect("ensure_running after crash");
+    let again = cluster.ensure_running("kb_test").await.expect("ensure_running after crash");
     assert_eq!(again, url);
     assert_eq!(select_one(&url).await, 1);
     drop(guard);
@@ -270,25 +214,16 @@ async fn start_failure_quotes_the_log() {
     let tmp = reachable_tempdir();
     let cluster = Cluster::new(&tmp.path().join("kb")).expect("cluster");
     let guard = StopOnDrop(cluster.clone());
-    cluster
-        .ensure_running("kb_test")
-        .await
-        .expect("ensure_running");
+    cluster.ensure_running("kb_test").await.expect("ensure_running");
     cluster.stop().await.expect("stop");
     std::fs::OpenOptions::new()
         .append(true)
         .open(cluster.pg_dir().join("postgresql.conf"))
         .and_then(|mut f| f.write_all(b"\nshared_buffers = 'lots'\n"))
         .expect("break the config");
-    let err = cluster
-        .ensure_running("kb_test")
-        .await
-        .expect_err("start must fail");
+    let err = cluster.ensure_running("kb_test").await.expect_err("start must fail");
     let msg = err.to_string();
     assert!(msg.contains("failed to start"), "{msg}");
-    assert!(
-        msg.contains("shared_buffers"),
-        "log tail should name the setting: {msg}"
-    );
+    assert!(msg.contains("shared_buffers"), "log tail should name the setting: {msg}");
     drop(guard);
 }
