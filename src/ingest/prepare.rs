@@ -38,7 +38,16 @@ pub fn prepare(
         .into_par_iter()
         .map(|chunk| HashedChunk { hash: hash::chunk_hash(&chunk.text), chunk })
         .collect();
-    Ok(Prepared { title: extracted.title, summary: summarise(&content), content, chunks })
+    let title = extracted.title.clone().or_else(|| first_line_title(&content));
+    Ok(Prepared { title, summary: summarise(&content), content, chunks })
+}
+
+/// For formats without title markup (plain text, PDF): the first line, when it reads like a
+/// title — short, and not a sentence.
+fn first_line_title(content: &str) -> Option<String> {
+    let line = content.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let plausible = (3..=100).contains(&line.chars().count()) && !line.ends_with(['.', ',', ';', ':']);
+    plausible.then(|| line.to_string())
 }
 
 /// The document's opening: its first paragraph, cut at a word boundary near 300 characters.
@@ -72,6 +81,13 @@ mod tests {
         let summary = summarise(&text);
         assert!(summary.chars().count() <= 301);
         assert!(summary.ends_with("word…"));
+    }
+
+    #[test]
+    fn a_short_first_line_is_the_title_of_untitled_formats() {
+        assert_eq!(first_line_title("\n  Refund Policy \nBody text."), Some("Refund Policy".into()));
+        assert_eq!(first_line_title("This document starts with a sentence."), None);
+        assert_eq!(first_line_title(&"word ".repeat(40)), None);
     }
 
     #[test]
