@@ -10,6 +10,7 @@ pub mod config;
 pub mod embed;
 pub mod extract;
 pub mod hash;
+pub mod http;
 pub mod ingest;
 pub mod search;
 pub mod store;
