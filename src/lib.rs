@@ -3,6 +3,7 @@
 //! Data flow: `extract` -> `chunk` -> `hash` -> `embed` -> `ingest` -> `store` <- `search` <- `cli`.
 //! `extract`, `chunk` and `hash` are pure; everything that touches the database lives in `store`.
 
+pub mod app;
 pub mod chunk;
 pub mod cli;
 pub mod cluster;
