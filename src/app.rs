@@ -317,9 +317,9 @@ mod tests {
 
     #[test]
     fn ttls_take_units() {
-        assert_eq!(parse_ttl("3600").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_ttl("90m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_ttl("3600").expect("test step"), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("90m").expect("test step"), Duration::from_secs(5400));
+        assert_eq!(parse_ttl("2d").expect("test step"), Duration::from_secs(172_800));
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("h").is_err());
     }

@@ -88,8 +88,8 @@ impl JwtKeys {
 
     /// The caller a token proves, or why it proves nothing.
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenExpired,
                 ErrorKind::InvalidSignature => ApiError::InvalidToken("bad signature"),
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
@@ -97,8 +97,7 @@ impl JwtKeys {
                 }
                 ErrorKind::MissingRequiredClaim(_) => ApiError::InvalidToken("a required claim is missing"),
                 _ => ApiError::InvalidToken("malformed token"),
-            }
-        })?;
+            })?;
         let claims = data.claims;
         let role = match claims.role.as_str() {
             "anon" => Role::Anon,
@@ -198,26 +197,26 @@ mod tests {
     use super::*;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(b"0123456789abcdef0123456789abcdef").unwrap()
+        JwtKeys::new(b"0123456789abcdef0123456789abcdef").expect("test step")
     }
 
     #[test]
     fn a_minted_token_verifies_as_its_user_and_role() {
         let user = Uuid::new_v4();
-        let token = keys().mint(Some(user), Role::Authenticated, Duration::from_secs(60)).unwrap();
-        assert_eq!(keys().verify(&token).unwrap(), Caller { user, role: Role::Authenticated });
+        let token = keys().mint(Some(user), Role::Authenticated, Duration::from_secs(60)).expect("test step");
+        assert_eq!(keys().verify(&token).expect("test step"), Caller { user, role: Role::Authenticated });
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {
-        let other = JwtKeys::new(b"another-secret-another-secret-xx").unwrap();
-        let token = other.mint(Some(Uuid::new_v4()), Role::Authenticated, Duration::from_secs(60)).unwrap();
+        let other = JwtKeys::new(b"another-secret-another-secret-xx").expect("test step");
+        let token = other.mint(Some(Uuid::new_v4()), Role::Authenticated, Duration::from_secs(60)).expect("test step");
         assert!(matches!(keys().verify(&token), Err(ApiError::InvalidToken(_))));
     }
 
     #[test]
     fn an_authenticated_token_needs_a_subject() {
-        let token = keys().mint(None, Role::Authenticated, Duration::from_secs(60)).unwrap();
+        let token = keys().mint(None, Role::Authenticated, Duration::from_secs(60)).expect("test step");
         assert!(matches!(keys().verify(&token), Err(ApiError::InvalidToken(_))));
     }
 
@@ -228,14 +227,14 @@ mod tests {
 
     #[test]
     fn the_secret_file_is_created_once_and_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create_secret(dir.path()).unwrap();
-        let second = load_or_create_secret(dir.path()).unwrap();
+        let dir = tempfile::tempdir().expect("test step");
+        let first = load_or_create_secret(dir.path()).expect("test step");
+        let second = load_or_create_secret(dir.path()).expect("test step");
         assert_eq!(first, second);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("jwt-secret")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("jwt-secret")).expect("test step").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -111,7 +111,11 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<
     Ok(Json(all))
 }
 
-async fn read(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<BucketRecord>, ApiError> {
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<BucketRecord>, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     let bucket = buckets::bucket_record(&mut tx, id).await?.ok_or(ApiError::NotFound("bucket"))?;
     tx.commit().await?;

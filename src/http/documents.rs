@@ -96,11 +96,7 @@ fn content_type_fits(format: Format, content_type: &str) -> bool {
 }
 
 fn default_title(file_name: &str) -> String {
-    std::path::Path::new(file_name)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or(file_name)
-        .replace(['-', '_'], " ")
+    std::path::Path::new(file_name).file_stem().and_then(|s| s.to_str()).unwrap_or(file_name).replace(['-', '_'], " ")
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<UploadedFile, ApiError> {
@@ -213,7 +209,11 @@ async fn list(
     Ok(Json(all))
 }
 
-async fn read(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<DocumentRecord>, ApiError> {
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<DocumentRecord>, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     let document = documents::document_record(&mut tx, id).await?.ok_or(ApiError::NotFound("document"))?;
     tx.commit().await?;
@@ -335,15 +335,15 @@ mod tests {
 
     #[test]
     fn a_file_name_loses_its_directories() {
-        assert_eq!(base_name("../../etc/passwd.txt").unwrap(), "passwd.txt");
-        assert_eq!(base_name("C:\\docs\\a.md").unwrap(), "a.md");
+        assert_eq!(base_name("../../etc/passwd.txt").expect("test step"), "passwd.txt");
+        assert_eq!(base_name("C:\\docs\\a.md").expect("test step"), "a.md");
         assert!(base_name("dir/").is_err());
     }
 
     #[test]
     fn unsupported_extensions_are_415() {
         assert!(matches!(format_of("a.exe"), Err(ApiError::UnsupportedMediaType(_))));
-        assert_eq!(format_of("A.PDF").unwrap(), Format::Pdf);
+        assert_eq!(format_of("A.PDF").expect("test step"), Format::Pdf);
     }
 
     #[test]

@@ -90,11 +90,10 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// routes stay reachable when the server is saturated (a probe must not be shed).
 pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
-    let guarded = Router::new()
-        .merge(buckets::router())
-        .merge(documents::router(&limits))
-        .merge(search::router())
-        .layer(
+    // Install the recorder before the first request records anything.
+    let _ = metrics::handle();
+    let guarded =
+        Router::new().merge(buckets::router()).merge(documents::router(&limits)).merge(search::router()).layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(shed_or_timeout))
                 .load_shed()

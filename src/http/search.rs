@@ -203,18 +203,18 @@ mod tests {
 
     #[test]
     fn an_embedding_can_be_pgvector_text() {
-        let p: EmbeddingParam = serde_json::from_str(r#""[0.5, -1,2e-1]""#).unwrap();
-        assert_eq!(p.into_vec().unwrap(), vec![0.5, -1.0, 0.2]);
-        let p: EmbeddingParam = serde_json::from_str("[1, 2]").unwrap();
-        assert_eq!(p.into_vec().unwrap(), vec![1.0, 2.0]);
-        let p: EmbeddingParam = serde_json::from_str(r#""[a]""#).unwrap();
+        let p: EmbeddingParam = serde_json::from_str(r#""[0.5, -1,2e-1]""#).expect("test step");
+        assert_eq!(p.into_vec().expect("test step"), vec![0.5, -1.0, 0.2]);
+        let p: EmbeddingParam = serde_json::from_str("[1, 2]").expect("test step");
+        assert_eq!(p.into_vec().expect("test step"), vec![1.0, 2.0]);
+        let p: EmbeddingParam = serde_json::from_str(r#""[a]""#).expect("test step");
         assert!(p.into_vec().is_err());
     }
 
     #[test]
     fn modes_are_vector_or_hybrid() {
-        assert_eq!(parse_mode(None).unwrap(), Mode::Vector);
-        assert_eq!(parse_mode(Some("hybrid")).unwrap(), Mode::Hybrid);
+        assert_eq!(parse_mode(None).expect("test step"), Mode::Vector);
+        assert_eq!(parse_mode(Some("hybrid")).expect("test step"), Mode::Hybrid);
         assert!(parse_mode(Some("fuzzy")).is_err());
     }
 }

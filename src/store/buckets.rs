@@ -114,11 +114,9 @@ pub async fn create_bucket(conn: &mut PgConnection, spec: &BucketSpec<'_>) -> Re
 
 /// The buckets the caller may see, newest first.
 pub async fn list_buckets(conn: &mut PgConnection) -> Result<Vec<BucketRecord>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RECORD_COLUMNS} FROM public.knowledge_buckets ORDER BY created_at DESC, id"
-    ))
-    .fetch_all(conn)
-    .await
+    sqlx::query_as(&format!("SELECT {RECORD_COLUMNS} FROM public.knowledge_buckets ORDER BY created_at DESC, id"))
+        .fetch_all(conn)
+        .await
 }
 
 /// The bucket with this id, every column, if the caller may see it.

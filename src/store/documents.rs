@@ -190,7 +190,10 @@ pub async fn document_record(conn: &mut PgConnection, id: Uuid) -> Result<Option
 }
 
 /// A document's status and error only: what a status stream polls.
-pub async fn document_status(conn: &mut PgConnection, id: Uuid) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+pub async fn document_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT status, processing_error FROM public.knowledge_documents WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)

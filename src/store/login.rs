@@ -14,9 +14,7 @@ pub enum LoginError {
          connect the server as an ordinary login (NOSUPERUSER NOBYPASSRLS) granted anon, authenticated and service_role"
     )]
     Privileged { login: String },
-    #[error(
-        "the database login {login:?} cannot act as {role}: GRANT anon, authenticated, service_role TO {login}"
-    )]
+    #[error("the database login {login:?} cannot act as {role}: GRANT anon, authenticated, service_role TO {login}")]
     MissingRole { login: String, role: &'static str },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -51,10 +49,11 @@ pub async fn ensure_app_login(conn: &mut PgConnection) -> Result<(), sqlx::Error
 /// Refuses a login that row level security would not constrain, or that cannot switch to
 /// the request roles.
 pub async fn check_app_login(conn: &mut PgConnection) -> Result<(), LoginError> {
-    let (login, privileged): (String, bool) =
-        sqlx::query_as("SELECT current_user::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
-            .fetch_one(&mut *conn)
-            .await?;
+    let (login, privileged): (String, bool) = sqlx::query_as(
+        "SELECT current_user::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     if privileged {
         return Err(LoginError::Privileged { login });
     }
