@@ -22,6 +22,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
+use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use sqlx::PgPool;
@@ -109,11 +110,20 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), uri = %request.uri(),
-                        request_id = %id, user = tracing::field::Empty)
-                }))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request<_>| {
+                            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                            tracing::info_span!("request", method = %request.method(), uri = %request.uri(),
+                                request_id = %id, user = tracing::field::Empty)
+                        })
+                        // One access-log line per request, under kb's own log target.
+                        .on_response(|response: &Response, latency: Duration, _: &tracing::Span| {
+                            let status = response.status().as_u16();
+                            let latency_ms = latency.as_secs_f64() * 1000.0;
+                            tracing::info!(status, latency_ms, "request done");
+                        }),
+                )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)

@@ -10,6 +10,7 @@ mod isolation;
 mod journey;
 mod limits;
 mod pool;
+mod startup;
 mod tokens;
 
 use std::sync::Arc;
@@ -172,6 +173,14 @@ impl TestServer {
             stop_workers,
             server: Some(server),
         }
+    }
+
+    /// Asks the server to stop (as Ctrl-C would); returns its task to await.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.take().expect("server still running")
     }
 
     pub fn url(&self, path: &str) -> String {
