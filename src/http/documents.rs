@@ -293,7 +293,12 @@ async fn events(
             let current = match w.next.take() {
                 Some(current) => current,
                 None => {
-                    tokio::time::sleep(poll).await;
+                    let mut stopping = w.state.stopping.subscribe();
+                    tokio::select! {
+                        _ = tokio::time::sleep(poll) => {}
+                        // The server is stopping: end the stream; the client reconnects elsewhere.
+                        _ = stopping.wait_for(|stop| *stop) => return None,
+                    }
                     match status_of(&w.state, w.caller, w.id).await {
                         Ok(current) => {
                             w.failures = 0;

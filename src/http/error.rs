@@ -203,3 +203,33 @@ pub struct JsonBody<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_answers_carry_retry_after() {
+        for error in [ApiError::Overloaded, ApiError::Timeout, ApiError::EmbeddingUnavailable] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+        assert!(!ApiError::NotFound("bucket").into_response().headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn internal_errors_do_not_tell_the_client_why() {
+        let error = ApiError::Internal(anyhow::anyhow!("password authentication failed for user kb"));
+        assert_eq!(error.to_string(), "internal error");
+        assert_eq!(error.code(), "internal");
+        let error = ApiError::from(sqlx::Error::Protocol("secret detail".into()));
+        assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!error.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_overload_not_failure() {
+        assert_eq!(ApiError::from(sqlx::Error::PoolTimedOut).status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

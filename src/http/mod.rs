@@ -77,11 +77,21 @@ pub struct AppState {
     pub limits: Limits,
     /// How often a status stream re-reads its document.
     pub status_poll: Duration,
+    /// Turns true when the server begins to shut down: long-lived status streams end then,
+    /// instead of holding shutdown for the whole grace period.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, embedder: Arc<dyn Embedder>, jwt: JwtKeys, limits: Limits) -> AppState {
-        AppState { pool, embedder, jwt: Arc::new(jwt), limits, status_poll: Duration::from_millis(200) }
+        AppState {
+            pool,
+            embedder,
+            jwt: Arc::new(jwt),
+            limits,
+            status_poll: Duration::from_millis(200),
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
     }
 }
 
@@ -147,6 +157,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits.clone();
+    let stopping = state.stopping.clone();
     let app = router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     // Slow-loris defence: a client that does not finish its headers in time is dropped.
@@ -176,6 +187,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stopping.send_replace(true);
     tracing::info!("stopped accepting; finishing in-flight requests");
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?limits.shutdown_grace, "in-flight requests outlived the shutdown grace period");

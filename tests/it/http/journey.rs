@@ -158,7 +158,10 @@ async fn journey_with_the_fake_embedder_and_ops_endpoints() {
     let txt = "sample_docs/customer-support-sla.txt";
     let doc = upload_file(&server, &token, bucket_id, txt, "text/plain").await;
     let events = follow_events(&server, &token, &doc).await;
-    assert_eq!(statuses(&events), vec!["processing", "ready"], "{events:?}");
+    // `processing` may already be over when the stream starts; `ready` always ends it.
+    let seen = statuses(&events);
+    assert_eq!(seen.last().map(String::as_str), Some("ready"), "{events:?}");
+    assert!(seen[..seen.len() - 1].iter().all(|s| s == "processing"), "{events:?}");
 
     let passage = passage_of(txt);
     let hits = search(&server, &token, &passage).await;

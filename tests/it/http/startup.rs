@@ -96,3 +96,28 @@ async fn slow_headers_and_slow_requests_time_out() {
     assert_eq!(error_code(response).await, "timeout");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn shutdown_ends_status_streams_instead_of_waiting_for_them() {
+    let mut server = TestServer::start(Setup { workers: 0, ..Setup::fake() }).await;
+    let (_user, token) = server.user("a@example.com").await;
+    let bucket = server.create_bucket(&token, "b").await;
+    // No workers: the document stays `processing`, so its stream would never end by itself.
+    let doc = server.upload_text(&token, bucket["id"].as_str().expect("id"), "a.txt", "some text").await;
+    let mut stream = server
+        .client
+        .get(server.url(&format!("/v1/documents/{doc}/events")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.expect("stream").expect("first event");
+    assert!(String::from_utf8_lossy(&first).contains("processing"));
+
+    let started = Instant::now();
+    let stopped = server.shutdown();
+    while stream.chunk().await.expect("stream ends cleanly").is_some() {}
+    tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("serve returns").expect("task").expect("io");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited for the stream");
+}
