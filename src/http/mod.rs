@@ -22,13 +22,14 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::response::Response;
+use axum::response::IntoResponse;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -128,13 +129,17 @@ pub fn router(state: AppState) -> Router {
                                 request_id = %id, user = tracing::field::Empty)
                         })
                         // One access-log line per request, under kb's own log target.
-                        .on_response(|response: &Response, latency: Duration, _: &tracing::Span| {
+                        .on_response(|response: &axum::http::Response<_>, latency: Duration, _: &tracing::Span| {
                             let status = response.status().as_u16();
                             let latency_ms = latency.as_secs_f64() * 1000.0;
                             tracing::info!(status, latency_ms, "request done");
                         }),
                 )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                // A panicking handler drops its transaction (rolled back) and answers a plain 500.
+                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                    ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
+                })),
         )
         .with_state(state)
 }
