@@ -40,6 +40,15 @@ pub enum Command {
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Serve the HTTP API, with ingestion workers.
+    Serve(crate::app::ServeArgs),
+    /// Run ingestion workers only (against the same database as a server).
+    Worker(crate::app::WorkerArgs),
+    /// Manage users (as the database owner).
+    #[command(subcommand)]
+    User(crate::app::UserCommand),
+    /// Print a signed JWT for a user, for development.
+    Token(crate::app::TokenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,6 +144,10 @@ impl Cli {
                 Ok(())
             }
             Command::Db(command) => run_db(&config, command).await,
+            Command::Serve(args) => crate::app::serve(&config, args).await,
+            Command::Worker(args) => crate::app::worker(&config, args).await,
+            Command::User(command) => crate::app::user(&config, command).await,
+            Command::Token(args) => crate::app::token(&config, args).await,
         }
     }
 }
@@ -142,19 +155,25 @@ impl Cli {
 /// Connects to the configured database (starting the embedded cluster if that is the one)
 /// and applies pending migrations.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let url = match &config.database_url {
-        Some(url) => url.expose_secret().to_string(),
-        None => {
-            let cluster = Cluster::new(&config.data_dir()).context("embedded PostgreSQL")?;
-            cluster.ensure_running(EMBEDDED_DATABASE).await.context("starting the embedded PostgreSQL cluster")?
-        }
-    };
+    let url = database_url(config).await?;
     let pool = store::connect(&url, 8).await.context("connecting to PostgreSQL")?;
     store::migrate(&pool).await.context("applying migrations")?;
     Ok(pool)
 }
 
-async fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
+/// The URL of the configured database: `DATABASE_URL`, or the embedded cluster's superuser
+/// URL (starting the cluster if needed).
+pub async fn database_url(config: &Config) -> anyhow::Result<String> {
+    match &config.database_url {
+        Some(url) => Ok(url.expose_secret().to_string()),
+        None => {
+            let cluster = Cluster::new(&config.data_dir()).context("embedded PostgreSQL")?;
+            cluster.ensure_running(EMBEDDED_DATABASE).await.context("starting the embedded PostgreSQL cluster")
+        }
+    }
+}
+
+pub async fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     embed::from_config(&config.embed_config()).await.context("loading the embedding model")
 }
 

@@ -3,6 +3,7 @@
 //! Data flow: `extract` -> `chunk` -> `hash` -> `embed` -> `ingest` -> `store` <- `search` <- `cli`.
 //! `extract`, `chunk` and `hash` are pure; everything that touches the database lives in `store`.
 
+pub mod app;
 pub mod chunk;
 pub mod cli;
 pub mod cluster;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod embed;
 pub mod extract;
 pub mod hash;
+pub mod http;
 pub mod ingest;
 pub mod search;
 pub mod store;

@@ -43,6 +43,18 @@ pub enum Pass {
     Retrying { document_id: Uuid, error: String },
 }
 
+impl Pass {
+    /// The label of this pass in the `kb_ingest_jobs_total` metric.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Pass::Idle => "idle",
+            Pass::Done { .. } => "done",
+            Pass::Failed { .. } => "failed",
+            Pass::Retrying { .. } => "retrying",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("database error: {0}")]
@@ -68,7 +80,10 @@ pub async fn run(pipeline: Pipeline, settings: WorkerSettings, mut shutdown: wat
                     _ = shutdown.changed() => break,
                 }
             }
-            Ok(pass) => tracing::debug!(?pass, "job finished"),
+            Ok(pass) => {
+                metrics::counter!("kb_ingest_jobs_total", "outcome" => pass.outcome()).increment(1);
+                tracing::debug!(?pass, "job finished");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "worker pass failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -151,3 +151,79 @@ pub async fn status_counts(conn: &mut PgConnection, bucket_id: Uuid) -> Result<(
     .fetch_one(conn)
     .await
 }
+
+/// A document as the API shows it: its state, not its text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct DocumentRecord {
+    pub id: Uuid,
+    pub bucket_id: Uuid,
+    pub title: String,
+    pub status: String,
+    pub processing_error: Option<String>,
+    pub file_name: Option<String>,
+    pub file_type: Option<String>,
+    pub file_size: Option<i64>,
+    pub summary: Option<String>,
+    pub chunk_count: i64,
+    pub created_by: Uuid,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+const RECORD_SELECT: &str = "SELECT d.id, d.bucket_id, d.title, d.status, d.processing_error, d.file_name,
+        d.file_type, d.file_size, d.summary,
+        (SELECT count(*) FROM public.knowledge_chunks c WHERE c.document_id = d.id) AS chunk_count,
+        d.created_by, d.created_at, d.updated_at
+ FROM public.knowledge_documents d";
+
+/// The documents of a bucket the caller may see, newest first.
+pub async fn list_documents(conn: &mut PgConnection, bucket_id: Uuid) -> Result<Vec<DocumentRecord>, sqlx::Error> {
+    sqlx::query_as(&format!("{RECORD_SELECT} WHERE d.bucket_id = $1 ORDER BY d.created_at DESC, d.id"))
+        .bind(bucket_id)
+        .fetch_all(conn)
+        .await
+}
+
+/// One document's state with its chunk count, if the caller may see it.
+pub async fn document_record(conn: &mut PgConnection, id: Uuid) -> Result<Option<DocumentRecord>, sqlx::Error> {
+    sqlx::query_as(&format!("{RECORD_SELECT} WHERE d.id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// A document's status and error only: what a status stream polls.
+pub async fn document_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, processing_error FROM public.knowledge_documents WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Deletes the document; its chunks, stored bytes and jobs go with it (foreign keys
+/// cascade). False if the caller may not see it.
+pub async fn delete_document(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM public.knowledge_documents WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a document back to `processing` before it is queued again; false if the caller may
+/// not change it.
+pub async fn mark_processing(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE public.knowledge_documents SET status = 'processing', processing_error = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether the uploaded bytes of a document are stored (documents ingested from the command
+/// line have none, so there is nothing to process again).
+pub async fn has_source(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM public.knowledge_document_sources WHERE document_id = $1)")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}

@@ -8,6 +8,7 @@ pub mod chunks;
 pub mod documents;
 pub mod index;
 pub mod jobs;
+pub mod login;
 pub mod users;
 
 use std::time::Duration;
@@ -36,13 +37,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// The role a request acts as, with the names Supabase gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// A caller with no user: the public API key. Has no privileges on kb's tables.
+    Anon,
     Authenticated,
     ServiceRole,
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
+            Role::Anon => "anon",
             Role::Authenticated => "authenticated",
             Role::ServiceRole => "service_role",
         }

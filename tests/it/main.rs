@@ -5,6 +5,7 @@ mod cluster;
 mod embed_local;
 mod extract_pdf;
 mod helpers;
+mod http;
 mod ingest;
 mod openai;
 mod search;
