@@ -27,6 +27,8 @@ pub fn test_cluster() -> Cluster {
 /// A new, migrated database of its own.
 pub struct TestDb {
     pub pool: PgPool,
+    /// The cluster superuser's URL of this database.
+    pub url: String,
 }
 
 impl TestDb {
@@ -39,15 +41,8 @@ impl TestDb {
         admin.close().await;
         let url = cluster.database_url(&name);
         let pool = store::connect(&url, 8).await.expect("connect to test db");
-        // Roles are cluster-wide: on a fresh cluster, databases migrating in parallel race to
-        // create `anon` & co. The loser's migration rolled back whole; running it again passes.
-        let mut attempt = 0;
-        while let Err(e) = store::migrate(&pool).await {
-            attempt += 1;
-            assert!(attempt < 5, "migrations: {e}");
-            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-        }
-        TestDb { pool }
+        store::migrate(&pool).await.expect("migrations");
+        TestDb { pool, url }
     }
 }
 

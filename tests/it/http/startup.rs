@@ -9,12 +9,31 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{FakeEmbedder, Setup, TestServer, error_code};
-use crate::helpers::test_cluster;
+use crate::helpers::TestDb;
+
+/// Stops a test's own cluster however the test ends.
+struct StopOnDrop(kb::cluster::Cluster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let cluster = self.0.clone();
+        // Drop runs inside the test's runtime: stop on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let _ = rt.block_on(cluster.stop());
+            }
+        })
+        .join();
+    }
+}
 
 #[tokio::test]
 async fn the_embedded_cluster_serves_through_the_kb_app_login() {
-    let cluster = test_cluster();
-    let dir = cluster.data_dir().display().to_string();
+    // A cluster of its own: `kb` always serves the database named `kb` of its data dir.
+    let data = tempfile::tempdir().expect("tempdir");
+    let cluster = kb::cluster::Cluster::new(data.path()).expect("cluster");
+    let _stop = StopOnDrop(cluster.clone());
+    let dir = data.path().display().to_string();
     let cli = kb::cli::Cli::try_parse_from(["kb", "--data-dir", &dir, "migrate"]).expect("arguments");
     let dbs = kb::app::databases(&cli.config, 2).await.expect("databases");
     let (login, privileged): (String, bool) = sqlx::query_as(
@@ -31,8 +50,7 @@ async fn the_embedded_cluster_serves_through_the_kb_app_login() {
 
 #[tokio::test]
 async fn a_superuser_database_url_is_refused() {
-    let cluster = test_cluster();
-    let url = cluster.ensure_running("kb").await.expect("cluster");
+    let url = TestDb::new().await.url;
     let cli = kb::cli::Cli::try_parse_from(["kb", "--database-url", &url, "migrate"]).expect("arguments");
     let refused = kb::app::databases(&cli.config, 2).await;
     let message = format!("{:#}", refused.err().expect("a superuser login is refused"));
