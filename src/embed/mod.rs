@@ -93,7 +93,8 @@ pub struct EmbedConfig {
     pub openai_base_url: Option<String>,
     /// Requested vector length for models that can shorten their output (`text-embedding-3-*`).
     pub openai_dimensions: Option<usize>,
-    /// Texts per model call (local) or most inputs per request (OpenAI, capped at 2048).
+    /// Most texts per forward pass of the local model (long texts get fewer; see `local`).
+    /// OpenAI requests are always packed up to the API's limits instead: fewer, larger requests.
     pub batch_size: usize,
     /// Most OpenAI requests in flight at once.
     pub max_concurrency: usize,
@@ -171,7 +172,6 @@ pub async fn from_config(cfg: &EmbedConfig) -> Result<Arc<dyn Embedder>, EmbedEr
                 options.base_url = url.clone();
             }
             options.dimensions = cfg.openai_dimensions;
-            options.max_inputs_per_request = cfg.batch_size.clamp(1, openai::MAX_INPUTS_PER_REQUEST);
             options.max_concurrency = cfg.max_concurrency.max(1);
             options.retry = cfg.retry.clone();
             Ok(Arc::new(OpenAiEmbedder::new(options)?))
