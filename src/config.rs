@@ -58,8 +58,9 @@ pub struct Config {
     pub log_json: bool,
 }
 
+/// Two documents per core: while one waits on the database or the model, the other computes.
 fn default_parallelism() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)
+    std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).clamp(4, 16)
 }
 
 impl Config {
