@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Ingestion workers run by this process (0: none; run `kb worker` elsewhere).
     #[arg(long, env = "KB_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    /// Seconds an ingestion job's lease lasts; a worker extends it while it works, and a job
+    /// whose worker died is taken over by another once it expires.
+    #[arg(long, env = "KB_JOB_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_lease_secs: u64,
     /// Largest document upload, in bytes.
     #[arg(long, env = "KB_MAX_UPLOAD_BYTES", default_value_t = 50 * 1024 * 1024)]
     pub max_upload_bytes: usize,
@@ -78,6 +82,10 @@ pub struct WorkerArgs {
     /// Ingestion workers to run.
     #[arg(long, env = "KB_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    /// Seconds an ingestion job's lease lasts; a worker extends it while it works, and a job
+    /// whose worker died is taken over by another once it expires.
+    #[arg(long, env = "KB_JOB_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_lease_secs: u64,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -198,10 +206,10 @@ async fn register_model(admin: &PgPool, embedder: &dyn Embedder) -> anyhow::Resu
     Ok(())
 }
 
-fn spawn_workers(pipeline: &Pipeline, n: usize, stop: &watch::Receiver<bool>) -> JoinSet<()> {
+fn spawn_workers(pipeline: &Pipeline, n: usize, lease: Duration, stop: &watch::Receiver<bool>) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for _ in 0..n {
-        let settings = WorkerSettings::new(Duration::from_secs(60));
+        let settings = WorkerSettings::new(lease);
         set.spawn(worker::run(pipeline.clone(), settings, stop.clone()));
     }
     set
@@ -247,7 +255,7 @@ pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let (stop, stopped) = watch::channel(false);
-    let mut workers = spawn_workers(&pipeline, args.workers, &stopped);
+    let mut workers = spawn_workers(&pipeline, args.workers, Duration::from_secs(args.job_lease_secs), &stopped);
     let state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());
     tracing::info!(addr = %listener.local_addr()?, workers = args.workers, "serving");
     http::serve(listener, state, shutdown_signal()).await?;
@@ -269,7 +277,7 @@ pub async fn worker(config: &Config, args: WorkerArgs) -> anyhow::Result<()> {
     register_model(&dbs.admin, embedder.as_ref()).await?;
     let pipeline = pipeline(config, dbs.app.clone(), embedder).await?;
     let (stop, stopped) = watch::channel(false);
-    let mut workers = spawn_workers(&pipeline, args.workers, &stopped);
+    let mut workers = spawn_workers(&pipeline, args.workers, Duration::from_secs(args.job_lease_secs), &stopped);
     tracing::info!(workers = args.workers, "ingestion workers running");
     shutdown_signal().await;
     let _ = stop.send(true);

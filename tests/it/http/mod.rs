@@ -6,6 +6,7 @@
 //! `FakeEmbedder`, a deterministic bag-of-words embedder defined here (test-only), so they
 //! do not depend on the model.
 
+mod faults;
 mod isolation;
 mod journey;
 mod limits;

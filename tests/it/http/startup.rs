@@ -12,7 +12,7 @@ use super::{FakeEmbedder, Setup, TestServer, error_code};
 use crate::helpers::TestDb;
 
 /// Stops a test's own cluster however the test ends.
-struct StopOnDrop(kb::cluster::Cluster);
+pub(super) struct StopOnDrop(pub(super) kb::cluster::Cluster);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
