@@ -76,7 +76,7 @@ async fn run(
         budget: TokenBudget::new(200, 32, embedder.max_input_tokens()).expect("budget"),
         embedder,
         pdf: PdfLimits { worker: Some(env!("CARGO_BIN_EXE_kb").into()), ..PdfLimits::default() },
-        parallelism: 2,
+        parallelism: kb::config::default_parallelism(),
     };
     let first = pipeline.ingest(db.owner, &bucket, kb::ingest::collect(paths).expect("sources"), &Silent).await;
     let second = pipeline.ingest(db.owner, &bucket, kb::ingest::collect(paths).expect("sources"), &Silent).await;
@@ -130,6 +130,9 @@ async fn main() {
     }
     let fake = Arc::new(FakeEmbedder { tokenizer, calls: AtomicUsize::new(0) });
     let (first, _) = run(fake.clone(), &[dir.path().to_path_buf()], "overhead").await;
+    if let Some(failed) = first.documents.iter().find(|d| matches!(d.outcome, kb::ingest::Outcome::Failed { .. })) {
+        println!("{} documents failed, for example {failed:?}", first.documents_failed);
+    }
     println!(
         "pipeline overhead (FakeEmbedder): {copies} documents, {} chunks in {:.2} s = {:.0} chunks/s ({} texts sent to the fake model)",
         first.chunks_written,

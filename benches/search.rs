@@ -136,7 +136,7 @@ async fn main() {
     sqlx::query("VACUUM ANALYZE knowledge_chunks").execute(&db.pool).await.expect("analyze");
 
     // The spec's function as written, for comparison.
-    sqlx::query(include_str!("spec_search.sql")).execute(&db.pool).await.expect("spec function");
+    sqlx::raw_sql(include_str!("spec_search.sql")).execute(&db.pool).await.expect("spec function");
 
     let mut recall = 0.0;
     let mut indexed = Vec::new();

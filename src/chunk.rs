@@ -125,48 +125,87 @@ pub struct Chunk {
 /// Splits every section of a document into chunks of at most `budget.max_tokens()` tokens.
 /// Chunks never cross sections; markdown is split at its structure first.
 pub fn split(doc: &Extracted, tokenizer: &Tokenizer, budget: TokenBudget) -> Vec<Chunk> {
-    let config = || {
-        ChunkConfig::new(budget.max_tokens)
-            .with_sizer(tokenizer.clone())
-            .with_overlap(budget.overlap)
-            .map(|c| c.with_trim(true))
-    };
-    // TokenBudget::new guarantees overlap < max_tokens, the only way with_overlap fails.
-    let Ok(config) = config() else { unreachable!("TokenBudget keeps overlap below max_tokens") };
     let mut chunks = Vec::new();
-    let mut push = |piece: &str, metadata: &serde_json::Value| {
-        let piece = piece.trim();
-        if piece.is_empty() {
-            return;
-        }
-        chunks.push(Chunk {
-            index: chunks.len(),
-            text: piece.to_string(),
-            token_count: tokenizer.count(piece),
-            metadata: metadata.clone(),
-        });
-    };
-    match doc.format {
-        Format::Markdown => {
-            let splitter = MarkdownSplitter::new(config);
-            for section in &doc.sections {
-                let metadata = section.location.to_metadata();
-                for piece in splitter.chunks(&section.text) {
-                    push(piece, &metadata);
+    for section in &doc.sections {
+        let metadata = section.location.to_metadata();
+        let pieces = match SectionSizer::new(&section.text, tokenizer) {
+            Some(sizer) => split_with(doc.format, &section.text, sizer, budget),
+            None => split_with(doc.format, &section.text, tokenizer.clone(), budget),
+        };
+        for piece in pieces {
+            let token_count = tokenizer.count(piece);
+            // The section sizer can undercount a piece that cuts through a word: such a piece
+            // is split again, measured exactly, so no chunk ever exceeds the budget.
+            let exact = if token_count > budget.max_tokens {
+                split_with(Format::Text, piece, tokenizer.clone(), budget)
+            } else {
+                vec![piece]
+            };
+            for piece in exact {
+                let piece = piece.trim();
+                if piece.is_empty() {
+                    continue;
                 }
-            }
-        }
-        Format::Text | Format::Html | Format::Pdf => {
-            let splitter = TextSplitter::new(config);
-            for section in &doc.sections {
-                let metadata = section.location.to_metadata();
-                for piece in splitter.chunks(&section.text) {
-                    push(piece, &metadata);
-                }
+                chunks.push(Chunk {
+                    index: chunks.len(),
+                    text: piece.to_string(),
+                    token_count: tokenizer.count(piece),
+                    metadata: metadata.clone(),
+                });
             }
         }
     }
     chunks
+}
+
+fn split_with<S: ChunkSizer>(format: Format, text: &str, sizer: S, budget: TokenBudget) -> Vec<&str> {
+    let config = ChunkConfig::new(budget.max_tokens).with_sizer(sizer).with_overlap(budget.overlap);
+    // TokenBudget::new guarantees overlap < max_tokens, the only way with_overlap fails.
+    let Ok(config) = config.map(|c| c.with_trim(true)) else {
+        unreachable!("TokenBudget keeps overlap below max_tokens")
+    };
+    match format {
+        Format::Markdown => MarkdownSplitter::new(config).chunks(text).collect(),
+        Format::Text | Format::Html | Format::Pdf => TextSplitter::new(config).chunks(text).collect(),
+    }
+}
+
+/// Sizes slices of one section from a single tokenization of the whole section. The splitter
+/// measures many overlapping candidates, and tokenizing each one again made chunking slow;
+/// here a size is two binary searches over token offsets. It counts the tokens lying wholly
+/// inside the slice, which is exact for slices cut at whitespace (WordPiece never joins
+/// across it) and can undercount one that cuts a word, which `split` checks.
+struct SectionSizer<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+    ends: Vec<usize>,
+    exact: &'a Tokenizer,
+}
+
+impl<'a> SectionSizer<'a> {
+    /// None where offsets are not available (tiktoken): sizes are then measured exactly.
+    fn new(text: &'a str, tokenizer: &'a Tokenizer) -> Option<SectionSizer<'a>> {
+        let Tokenizer::HuggingFace(hf) = tokenizer else { return None };
+        let encoding = hf.encode(text, false).ok()?;
+        let (starts, ends): (Vec<usize>, Vec<usize>) = encoding.get_offsets().iter().copied().unzip();
+        let sorted = starts.is_sorted() && ends.is_sorted();
+        sorted.then_some(SectionSizer { text, starts, ends, exact: tokenizer })
+    }
+}
+
+impl ChunkSizer for SectionSizer<'_> {
+    fn size(&self, chunk: &str) -> usize {
+        let base = self.text.as_ptr() as usize;
+        let at = (chunk.as_ptr() as usize).wrapping_sub(base);
+        if at > self.text.len() || at + chunk.len() > self.text.len() {
+            // Not a slice of this section (the splitter passes slices): measure it exactly.
+            return self.exact.count(chunk);
+        }
+        let end = at + chunk.len();
+        let first = self.starts.partition_point(|&s| s < at);
+        let last = self.ends.partition_point(|&e| e <= end);
+        last.saturating_sub(first)
+    }
 }
 
 #[cfg(test)]

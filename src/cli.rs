@@ -156,7 +156,8 @@ impl Cli {
 /// and applies pending migrations.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     let url = database_url(config).await?;
-    let pool = store::connect(&url, 8).await.context("connecting to PostgreSQL")?;
+    // One connection per document in flight, and a few for everything else.
+    let pool = store::connect(&url, config.parallelism as u32 + 4).await.context("connecting to PostgreSQL")?;
     store::migrate(&pool).await.context("applying migrations")?;
     Ok(pool)
 }

@@ -23,7 +23,7 @@ pub async fn bench_db(model: &str, dimensions: usize) -> BenchDb {
     let admin = store::connect(&cluster.ensure_running("postgres").await.expect("running"), 1).await.expect("admin");
     let name = format!("kb_bench_{}", Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create db");
-    let pool = store::connect(&cluster.database_url(&name), 4).await.expect("connect");
+    let pool = store::connect(&cluster.database_url(&name), 20).await.expect("connect");
     store::migrate(&pool).await.expect("migrate");
     let mut conn = pool.acquire().await.expect("conn");
     let owner = users::ensure_user(&mut conn, "bench@example.com").await.expect("user");

@@ -50,6 +50,11 @@ pub async fn replace_chunks(
     model: &str,
     chunks: &[NewChunk],
 ) -> Result<u64, sqlx::Error> {
+    // This commit need not wait for its WAL flush: the document's `processing` state was
+    // committed durably before, so if a crash loses this commit the document is simply still
+    // `processing` and is processed again (its job's lease expires; the CLI re-runs it). A
+    // later synchronous commit (the job's `done`) flushes this one too.
+    super::relax_durability(&mut *conn).await?;
     sqlx::query("DELETE FROM public.knowledge_chunks WHERE document_id = $1")
         .bind(document_id)
         .execute(&mut *conn)

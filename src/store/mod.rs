@@ -68,3 +68,11 @@ pub async fn begin_as(pool: &PgPool, user: Uuid, role: Role) -> Result<Transacti
         .await?;
     Ok(tx)
 }
+
+/// Lets the current transaction commit without waiting for its WAL flush. Only for writes
+/// that are redone when lost in a crash: the commit is still atomic, and any later durable
+/// commit flushes it too.
+pub async fn relax_durability(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('synchronous_commit', 'off', true)").execute(conn).await?;
+    Ok(())
+}

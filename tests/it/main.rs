@@ -1,6 +1,7 @@
 //! Integration tests: one binary, against a real PostgreSQL with pgvector (kb's embedded
 //! cluster in a temporary data directory) and the real local embedding model.
 
+mod chunking;
 mod cluster;
 mod embed_local;
 mod extract_pdf;
