@@ -19,39 +19,6 @@ use kb::extract::{Format, PdfLimits, extract};
 use kb::store::{self, Role, chunks::NewChunk, index::IndexMethod};
 use pgvector::Vector;
 
-const QUESTIONS: [&str; 30] = [
-    "What tone should we use on LinkedIn?",
-    "Can I get a refund on an annual subscription?",
-    "How much does the Starter plan cost?",
-    "How does double opt-in work?",
-    "Who may speak to journalists?",
-    "How much clear space does the logo need?",
-    "How fast does support answer urgent tickets?",
-    "What are my rights under GDPR?",
-    "Which certifications does Lighthouse hold?",
-    "When are affiliate commissions paid?",
-    "When should webinar promotion start?",
-    "How do I invite my team?",
-    "How do we research keywords?",
-    "How often should we post on social media?",
-    "What words do we avoid in our copy?",
-    "What is the uptime commitment?",
-    "How are seats counted on invoices?",
-    "What happens to my data after cancellation?",
-    "How is customer data encrypted?",
-    "How do partners register a referral?",
-    "What makes a good press release?",
-    "How do we measure email campaign success?",
-    "What colours are in the brand palette?",
-    "How should articles be structured for SEO?",
-    "What happens during a reputational crisis?",
-    "How do I connect my social channels?",
-    "How do I import contacts from a CSV file?",
-    "What is the escalation path for a critical incident?",
-    "How do we follow up after an event?",
-    "What payment methods are accepted?",
-];
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -83,7 +50,7 @@ async fn main() {
     }
     let started = Instant::now();
     let base = embedder.embed(&texts).await.expect("embed chunks");
-    let questions: Vec<String> = QUESTIONS.iter().map(|q| q.to_string()).collect();
+    let questions: Vec<String> = common::QUESTIONS.iter().map(|q| q.to_string()).collect();
     let queries = embedder.embed(&questions).await.expect("embed questions");
     eprintln!(
         "embedded {} chunks and {} questions in {:.1} s",
