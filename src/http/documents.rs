@@ -96,7 +96,7 @@ fn content_type_fits(format: Format, content_type: &str) -> bool {
 }
 
 fn default_title(file_name: &str) -> String {
-    std::path::Path::new(file_name).file_stem().and_then(|s| s.to_str()).unwrap_or(file_name).replace(['-', '_'], " ")
+    crate::ingest::Source::named(file_name, None).default_title()
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<UploadedFile, ApiError> {

@@ -39,7 +39,7 @@ pub fn prepare(
         .map(|chunk| HashedChunk { hash: hash::chunk_hash(&chunk.text), chunk })
         .collect();
     let title = extracted.title.clone().or_else(|| first_line_title(&content));
-    Ok(Prepared { title, summary: summarise(&content), content, chunks })
+    Ok(Prepared { summary: summarise(&content, title.as_deref()), title, content, chunks })
 }
 
 /// For formats without title markup (plain text, PDF): the first line, when it reads like a
@@ -50,11 +50,24 @@ fn first_line_title(content: &str) -> Option<String> {
     plausible.then(|| line.to_string())
 }
 
-/// The document's opening: its first paragraph, cut at a word boundary near 300 characters.
-pub fn summarise(content: &str) -> String {
+/// The document's opening: its first paragraphs (the title excepted), cut at a word
+/// boundary near 300 characters.
+pub fn summarise(content: &str, title: Option<&str>) -> String {
+    const MIN: usize = 80;
     const MAX: usize = 300;
-    let first = content.split("\n\n").map(str::trim).find(|p| !p.is_empty()).unwrap_or("");
-    let flat = hash::normalise(first);
+    let mut flat = String::new();
+    for paragraph in content.split("\n\n").map(hash::normalise).filter(|p| !p.is_empty()) {
+        if flat.is_empty() && Some(paragraph.as_str()) == title.map(str::trim) {
+            continue;
+        }
+        if !flat.is_empty() {
+            flat.push(' ');
+        }
+        flat.push_str(&paragraph);
+        if flat.chars().count() >= MIN {
+            break;
+        }
+    }
     if flat.chars().count() <= MAX {
         return flat;
     }
@@ -71,14 +84,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_summary_is_the_first_paragraph() {
-        assert_eq!(summarise("\n\nFirst  para\nline two.\n\nSecond."), "First para line two.");
+    fn the_summary_is_the_opening_without_the_title() {
+        let body = "Refunds are issued within thirty days of purchase for every annual plan we sell.";
+        let text = format!("Refund Policy\n\n{body}\n\nSecond paragraph.");
+        assert_eq!(summarise(&text, Some("Refund Policy")), body);
+        assert_eq!(summarise("Short.\n\nAlso short.", None), "Short. Also short.");
     }
 
     #[test]
     fn a_long_summary_is_cut_at_a_word() {
         let text = "word ".repeat(200);
-        let summary = summarise(&text);
+        let summary = summarise(&text, None);
         assert!(summary.chars().count() <= 301);
         assert!(summary.ends_with("word…"));
     }

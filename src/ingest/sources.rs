@@ -33,7 +33,10 @@ impl Source {
     pub fn default_title(&self) -> String {
         match &self.title {
             Some(title) => title.clone(),
-            None => self.path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            None => {
+                let stem = self.path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                stem.replace(['-', '_'], " ")
+            }
         }
     }
 }

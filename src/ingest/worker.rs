@@ -160,7 +160,11 @@ pub async fn run_once(pipeline: &Pipeline, settings: &WorkerSettings) -> Result<
         return Ok(Pass::Failed { document_id, error });
     }
 
-    let source = Source::named(document.file_name.as_deref().unwrap_or(""), Some(document.title.clone()));
+    // A title the uploader gave wins over the one extraction finds; the file-name default
+    // does not.
+    let file_name = document.file_name.as_deref().unwrap_or("");
+    let given = document.title != Source::named(file_name, None).default_title();
+    let source = Source::named(file_name, given.then(|| document.title.clone()));
     let processing = pipeline.process(owner, &bucket, document_id, &source, body);
     let outcome = with_lease(pool, &job, settings, processing).await;
     match outcome {
