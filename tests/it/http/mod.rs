@@ -13,6 +13,7 @@ mod limits;
 mod pool;
 mod startup;
 mod tokens;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
