@@ -89,9 +89,9 @@ CREATE INDEX idx_knowledge_documents_content_hash ON public.knowledge_documents(
 CREATE UNIQUE INDEX idx_knowledge_documents_upload_path
   ON public.knowledge_documents(bucket_id, upload_path) WHERE upload_path IS NOT NULL;
 
--- Full-text search index
-CREATE INDEX idx_knowledge_documents_content_fts
-  ON public.knowledge_documents USING gin(to_tsvector('english', content));
+-- The spec's full-text index over whole documents is not created: a tsvector is limited
+-- to 1 MB, so a large document would fail to index (and never become ready), and full-text
+-- search runs over chunks (knowledge_chunks.fts below), which hits point into.
 
 -- bucket_id and document_id are tied to their rows by the composite key below (a chunk's
 -- bucket is its document's bucket), which also cascades deletes: one foreign-key check per
@@ -176,8 +176,9 @@ CREATE POLICY knowledge_documents_insert ON public.knowledge_documents FOR INSER
 CREATE POLICY knowledge_documents_update ON public.knowledge_documents FOR UPDATE TO authenticated
   USING (EXISTS (SELECT 1 FROM public.knowledge_buckets b
                  WHERE b.id = bucket_id AND b.created_by = (select auth.uid())))
-  WITH CHECK (EXISTS (SELECT 1 FROM public.knowledge_buckets b
-                      WHERE b.id = bucket_id AND b.created_by = (select auth.uid())));
+  WITH CHECK (created_by = (select auth.uid())
+              AND EXISTS (SELECT 1 FROM public.knowledge_buckets b
+                          WHERE b.id = bucket_id AND b.created_by = (select auth.uid())));
 CREATE POLICY knowledge_documents_delete ON public.knowledge_documents FOR DELETE TO authenticated
   USING (EXISTS (SELECT 1 FROM public.knowledge_buckets b
                  WHERE b.id = bucket_id AND b.created_by = (select auth.uid())));
@@ -185,18 +186,25 @@ CREATE POLICY knowledge_documents_delete ON public.knowledge_documents FOR DELET
 CREATE POLICY knowledge_chunks_select ON public.knowledge_chunks FOR SELECT TO authenticated
   USING (EXISTS (SELECT 1 FROM public.knowledge_buckets b
                  WHERE b.id = bucket_id AND b.created_by = (select auth.uid())));
+-- A chunk's vector is of its bucket's model: a search never mixes models.
 CREATE POLICY knowledge_chunks_insert ON public.knowledge_chunks FOR INSERT TO authenticated
   WITH CHECK (EXISTS (SELECT 1 FROM public.knowledge_buckets b
-                      WHERE b.id = bucket_id AND b.created_by = (select auth.uid())));
+                      WHERE b.id = bucket_id AND b.created_by = (select auth.uid())
+                        AND b.embedding_model = knowledge_chunks.embedding_model));
 CREATE POLICY knowledge_chunks_update ON public.knowledge_chunks FOR UPDATE TO authenticated
   USING (EXISTS (SELECT 1 FROM public.knowledge_buckets b
                  WHERE b.id = bucket_id AND b.created_by = (select auth.uid())))
   WITH CHECK (EXISTS (SELECT 1 FROM public.knowledge_buckets b
-                      WHERE b.id = bucket_id AND b.created_by = (select auth.uid())));
+                      WHERE b.id = bucket_id AND b.created_by = (select auth.uid())
+                        AND b.embedding_model = knowledge_chunks.embedding_model));
 CREATE POLICY knowledge_chunks_delete ON public.knowledge_chunks FOR DELETE TO authenticated
   USING (EXISTS (SELECT 1 FROM public.knowledge_buckets b
                  WHERE b.id = bucket_id AND b.created_by = (select auth.uid())));
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.campaigns, public.knowledge_buckets,
-  public.knowledge_documents, public.knowledge_chunks TO authenticated, service_role;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.campaigns, public.knowledge_documents,
+  public.knowledge_chunks TO authenticated, service_role;
+-- A bucket's embedding model and owner are fixed at creation: its vectors depend on them.
+GRANT SELECT, INSERT, DELETE ON public.knowledge_buckets TO authenticated, service_role;
+GRANT UPDATE (name, description, bucket_type, campaign_id, metadata) ON public.knowledge_buckets
+  TO authenticated, service_role;
 GRANT SELECT ON public.embedding_models TO authenticated, service_role;

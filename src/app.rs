@@ -215,6 +215,30 @@ fn spawn_workers(pipeline: &Pipeline, n: usize, lease: Duration, stop: &watch::R
     set
 }
 
+/// How often a serving process checks whether a vector index needs (re)building.
+const INDEX_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Builds or rebuilds vector indexes as uploads grow the data (as `kb ingest` does after a
+/// run), on the owner connection, since the server's login may not run DDL.
+fn spawn_index_maintenance(set: &mut JoinSet<()>, admin: PgPool, mut stop: watch::Receiver<bool>) {
+    set.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(INDEX_CHECK_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            match store::index::ensure_indexes(&admin, None).await {
+                Ok(builds) => {
+                    for b in builds {
+                        tracing::info!(model = %b.model, method = b.method, rows = b.rows, "vector index built");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "vector index maintenance failed; run `kb reindex`"),
+            }
+        }
+    });
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -256,6 +280,7 @@ pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let (stop, stopped) = watch::channel(false);
     let mut workers = spawn_workers(&pipeline, args.workers, Duration::from_secs(args.job_lease_secs), &stopped);
+    spawn_index_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
     let state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());
     tracing::info!(addr = %listener.local_addr()?, workers = args.workers, "serving");
     http::serve(listener, state, shutdown_signal()).await?;
@@ -278,6 +303,7 @@ pub async fn worker(config: &Config, args: WorkerArgs) -> anyhow::Result<()> {
     let pipeline = pipeline(config, dbs.app.clone(), embedder).await?;
     let (stop, stopped) = watch::channel(false);
     let mut workers = spawn_workers(&pipeline, args.workers, Duration::from_secs(args.job_lease_secs), &stopped);
+    spawn_index_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
     tracing::info!(workers = args.workers, "ingestion workers running");
     shutdown_signal().await;
     let _ = stop.send(true);

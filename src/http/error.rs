@@ -123,6 +123,12 @@ impl From<sqlx::Error> for ApiError {
                 Some("23503") => return ApiError::InvalidInput("a referenced row does not exist".into()),
                 Some("42501") => return ApiError::Forbidden("row level security does not allow this"),
                 Some("22P02") | Some("22023") => return ApiError::InvalidInput("invalid value".into()),
+                // Raised by the search functions themselves (wrong dimensions, ambiguous
+                // model): their messages are ours and safe to show.
+                Some("22000") => return ApiError::InvalidInput(db.message().to_string()),
+                Some("22021") => return ApiError::InvalidInput("text must not contain NUL characters".into()),
+                Some("22001") => return ApiError::InvalidInput("a value is too long".into()),
+                Some("23514") => return ApiError::InvalidInput("a value breaks a check constraint".into()),
                 _ => {}
             }
         }
@@ -135,6 +141,9 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<EmbedError> for ApiError {
     fn from(e: EmbedError) -> ApiError {
+        if let EmbedError::InputTooLong { .. } = e {
+            return ApiError::InvalidInput(format!("the query is too long to embed: {e}"));
+        }
         if e.is_retryable() {
             tracing::warn!(error = %e, "embedding failed");
             ApiError::EmbeddingUnavailable

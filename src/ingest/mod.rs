@@ -42,8 +42,33 @@ pub enum IngestError {
     Read(std::io::Error),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("the preparation task was lost (worker panicked)")]
+    #[error("the preparation task was lost")]
     Worker,
+    #[error("extracting the text failed unexpectedly: {0}")]
+    Panicked(String),
+    #[error("the document was replaced while it was processed; the newer version is processed next")]
+    Superseded,
+}
+
+/// Connection loss, serialization failures and deadlocks, lack of resources, shutdowns and
+/// lock timeouts pass; a constraint or data error would fail the same way again.
+fn is_transient_database_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "55P03"
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        _ => false,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 impl IngestError {
@@ -51,8 +76,12 @@ impl IngestError {
     pub fn is_transient(&self) -> bool {
         match self {
             IngestError::Embed(e) => e.is_retryable(),
-            IngestError::Database(_) | IngestError::Worker => true,
-            IngestError::Extract(_) | IngestError::EmbeddingShape { .. } | IngestError::Read(_) => false,
+            IngestError::Database(e) => is_transient_database_error(e),
+            IngestError::Worker | IngestError::Superseded => true,
+            IngestError::Extract(_)
+            | IngestError::EmbeddingShape { .. }
+            | IngestError::Read(_)
+            | IngestError::Panicked(_) => false,
         }
     }
 }
@@ -158,9 +187,12 @@ impl Pipeline {
         let (document_id, outcome) = match self.try_ingest(owner, bucket, &source).await {
             Ok(done) => done,
             Err((document_id, error)) => {
+                // A superseded document is not failed: its newer version is on its way.
+                let superseded = matches!(error, IngestError::Superseded);
                 let error = error.to_string();
                 tracing::warn!(%error, "document failed");
                 if let Some(id) = document_id
+                    && !superseded
                     && let Err(e) = self.record_failure(owner, id, &error).await
                 {
                     tracing::error!(error = %e, "could not mark the document failed");
@@ -171,7 +203,7 @@ impl Pipeline {
         DocumentReport { path, document_id, outcome }
     }
 
-    pub async fn record_failure(&self, owner: Uuid, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+    async fn record_failure(&self, owner: Uuid, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
         let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
         documents::mark_failed(&mut tx, id, error).await?;
         tx.commit().await
@@ -239,15 +271,25 @@ impl Pipeline {
         source: &Source,
         bytes: Vec<u8>,
     ) -> Result<Outcome, IngestError> {
+        let source_hash = crate::hash::bytes_hash(&bytes);
         let prepared = {
             let (format, extension) = (source.format, source.extension());
             let tokenizer = self.embedder.tokenizer();
             let (budget, pdf) = (self.budget, self.pdf.clone());
             let (tx, rx) = tokio::sync::oneshot::channel();
             rayon::spawn(move || {
-                let _ = tx.send(prepare::prepare(format, &extension, &bytes, &tokenizer, budget, &pdf));
+                // A panic on a rayon thread aborts the process: catch it, so a document that
+                // trips a parser bug fails alone.
+                let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    prepare::prepare(format, &extension, &bytes, &tokenizer, budget, &pdf)
+                }));
+                let _ = tx.send(prepared.map_err(|panic| panic_message(panic.as_ref())));
             });
-            rx.await.map_err(|_| IngestError::Worker)??
+            match rx.await {
+                Ok(Ok(prepared)) => prepared?,
+                Ok(Err(message)) => return Err(IngestError::Panicked(message)),
+                Err(_) => return Err(IngestError::Worker),
+            }
         };
         if prepared.chunks.is_empty() {
             return Err(ExtractError::Empty.into());
@@ -312,8 +354,12 @@ impl Pipeline {
             content: &prepared.content,
             summary: &prepared.summary,
             metadata: serde_json::json!({ "chunks": rows.len(), "embedding_model": model }),
+            source_hash: &source_hash,
         };
-        documents::mark_ready(&mut tx, id, &ready).await?;
+        if !documents::mark_ready(&mut tx, id, &ready).await? {
+            // Dropping the transaction rolls the chunk write back.
+            return Err(IngestError::Superseded);
+        }
         tx.commit().await?;
         tracing::debug!(chunks = written, embedded, reused, "document ready");
         Ok(Outcome::Ready { chunks: rows.len(), embedded, reused })

@@ -125,7 +125,7 @@ pub async fn run_once(pipeline: &Pipeline, settings: &WorkerSettings) -> Result<
 
     if job.attempts > job.max_attempts {
         let error = format!("gave up after {} attempts", job.max_attempts);
-        fail(pipeline, &job, &error).await?;
+        fail(pipeline, settings, &job, &error).await?;
         return Ok(Pass::Failed { document_id, error });
     }
 
@@ -146,7 +146,7 @@ pub async fn run_once(pipeline: &Pipeline, settings: &WorkerSettings) -> Result<
     let Some((document, bucket, body)) = loaded else {
         // Deleted meanwhile, or uploaded without stored bytes: nothing to process.
         let error = "the document or its uploaded bytes no longer exist".to_string();
-        fail(pipeline, &job, &error).await?;
+        fail(pipeline, settings, &job, &error).await?;
         return Ok(Pass::Failed { document_id, error });
     };
     if bucket.embedding_model != pipeline.embedder.model() {
@@ -156,7 +156,7 @@ pub async fn run_once(pipeline: &Pipeline, settings: &WorkerSettings) -> Result<
             bucket.embedding_model,
             pipeline.embedder.model()
         );
-        fail(pipeline, &job, &error).await?;
+        fail(pipeline, settings, &job, &error).await?;
         return Ok(Pass::Failed { document_id, error });
     }
 
@@ -174,18 +174,25 @@ pub async fn run_once(pipeline: &Pipeline, settings: &WorkerSettings) -> Result<
             tx.commit().await?;
             Ok(Pass::Done { document_id })
         }
+        Some(Err(IngestError::Superseded)) => {
+            // A newer upload replaced the bytes: the job's rerun flag queues it again.
+            let mut tx = service_tx(pool).await?;
+            jobs::finish(&mut tx, job.id, &settings.id).await?;
+            tx.commit().await?;
+            Ok(Pass::Retrying { document_id, error: IngestError::Superseded.to_string() })
+        }
         Some(Err(e)) if e.is_transient() && job.attempts < job.max_attempts => {
             let error = e.to_string();
             let delay = Duration::from_secs(2u64.pow(job.attempts.clamp(1, 8) as u32));
             tracing::warn!(%error, ?delay, attempt = job.attempts, "transient failure; retrying later");
             let mut tx = service_tx(pool).await?;
-            jobs::retry_later(&mut tx, job.id, &error, delay).await?;
+            jobs::retry_later(&mut tx, job.id, &settings.id, &error, delay).await?;
             tx.commit().await?;
             Ok(Pass::Retrying { document_id, error })
         }
         Some(Err(e)) => {
             let error = e.to_string();
-            fail(pipeline, &job, &error).await?;
+            fail(pipeline, settings, &job, &error).await?;
             Ok(Pass::Failed { document_id, error })
         }
         None => {
@@ -196,12 +203,18 @@ pub async fn run_once(pipeline: &Pipeline, settings: &WorkerSettings) -> Result<
     }
 }
 
-async fn fail(pipeline: &Pipeline, job: &jobs::ClaimedJob, error: &str) -> Result<(), sqlx::Error> {
-    if let Err(e) = pipeline.record_failure(job.requested_by, job.document_id, error).await {
-        tracing::warn!(error = %e, "could not mark the document failed");
-    }
+/// Gives the job up and, in the same transaction, marks its document failed, unless this
+/// worker lost the job to another or a newer version of the document is queued.
+async fn fail(
+    pipeline: &Pipeline,
+    settings: &WorkerSettings,
+    job: &jobs::ClaimedJob,
+    error: &str,
+) -> Result<(), sqlx::Error> {
     let mut tx = service_tx(&pipeline.pool).await?;
-    jobs::fail(&mut tx, job.id, error).await?;
+    if jobs::fail(&mut tx, job.id, &settings.id, error).await? == jobs::Given::Failed {
+        documents::mark_failed(&mut tx, job.document_id, error).await?;
+    }
     tx.commit().await
 }
 

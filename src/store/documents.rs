@@ -108,23 +108,28 @@ pub struct ReadyDocument<'a> {
     pub content: &'a str,
     pub summary: &'a str,
     pub metadata: serde_json::Value,
+    /// sha256 of the source bytes that were processed.
+    pub source_hash: &'a str,
 }
 
-pub async fn mark_ready(conn: &mut PgConnection, id: Uuid, ready: &ReadyDocument<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Marks the document `ready` if its source is still the one that was processed (sha256
+/// `source_hash`); false if a newer version replaced it meanwhile, whose processing follows.
+pub async fn mark_ready(conn: &mut PgConnection, id: Uuid, ready: &ReadyDocument<'_>) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "UPDATE public.knowledge_documents
          SET status = 'ready', processing_error = NULL, title = $2, content = $3, summary = $4,
              metadata = $5
-         WHERE id = $1",
+         WHERE id = $1 AND content_hash IS NOT DISTINCT FROM $6",
     )
     .bind(id)
     .bind(ready.title)
     .bind(ready.content)
     .bind(ready.summary)
     .bind(&ready.metadata)
+    .bind(ready.source_hash)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Marks the document `failed` with the reason, and drops any chunks it had: a failed

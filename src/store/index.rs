@@ -89,6 +89,21 @@ fn index_name(model: &str) -> String {
 /// With `force`, rebuilds every model's index with that method.
 pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result<Vec<IndexBuild>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
+    // One builder at a time across processes: two would drop each other's staging index.
+    // A session lock, since CREATE INDEX CONCURRENTLY runs outside any transaction.
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('kb:vector-indexes'))").fetch_one(&mut *conn).await?;
+    if !locked {
+        return Ok(Vec::new());
+    }
+    let built = build_outgrown(&mut conn, force).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext('kb:vector-indexes'))").execute(&mut *conn).await;
+    let built = built?;
+    unlocked?;
+    Ok(built)
+}
+
+async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> Result<Vec<IndexBuild>, sqlx::Error> {
     let models: Vec<IndexState> = sqlx::query_as(
         "SELECT name, dimensions, index_method, index_lists, indexed_rows FROM public.embedding_models ORDER BY name",
     )
@@ -110,7 +125,7 @@ pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result
         if rows == 0 {
             continue;
         }
-        builds.push(build_index(&mut conn, &model, method, rows).await?);
+        builds.push(build_index(&mut *conn, &model, method, rows).await?);
     }
     Ok(builds)
 }

@@ -121,14 +121,15 @@ pub async fn extend_lease(
     Ok(done.rows_affected() == 1)
 }
 
-/// Marks the job done; if the document was submitted again meanwhile, queues it once more.
+/// Marks the job this worker holds done; if the document was submitted again meanwhile,
+/// queues it once more.
 pub async fn finish(conn: &mut PgConnection, job_id: Uuid, worker_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE public.ingest_jobs
          SET status = CASE WHEN rerun THEN 'queued' ELSE 'done' END,
              attempts = CASE WHEN rerun THEN 0 ELSE attempts END,
              rerun = false, lease_until = NULL, run_after = now(), last_error = NULL
-         WHERE id = $1 AND worker_id = $2",
+         WHERE id = $1 AND worker_id = $2 AND status = 'running'",
     )
     .bind(job_id)
     .bind(worker_id)
@@ -138,35 +139,56 @@ pub async fn finish(conn: &mut PgConnection, job_id: Uuid, worker_id: &str) -> R
 }
 
 /// Gives the job up for good, with the reason.
-pub async fn fail(conn: &mut PgConnection, job_id: Uuid, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// What giving a job up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Given {
+    /// The job failed for good: its document should be marked failed.
+    Failed,
+    /// The document was submitted again meanwhile: the job is queued for the new version.
+    Requeued,
+    /// This worker no longer holds the job (its lease expired and another took it).
+    Lost,
+}
+
+/// Gives up the job this worker holds, with the reason.
+pub async fn fail(conn: &mut PgConnection, job_id: Uuid, worker_id: &str, error: &str) -> Result<Given, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar(
         "UPDATE public.ingest_jobs
          SET status = CASE WHEN rerun THEN 'queued' ELSE 'failed' END,
              attempts = CASE WHEN rerun THEN 0 ELSE attempts END,
-             rerun = false, lease_until = NULL, last_error = $2, run_after = now()
-         WHERE id = $1",
+             rerun = false, lease_until = NULL, last_error = $3, run_after = now()
+         WHERE id = $1 AND worker_id = $2 AND status = 'running'
+         RETURNING status",
     )
     .bind(job_id)
+    .bind(worker_id)
     .bind(error)
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(match status.as_deref() {
+        Some("failed") => Given::Failed,
+        Some(_) => Given::Requeued,
+        None => Given::Lost,
+    })
 }
 
 /// Puts the job back in the queue to be tried again after `delay`.
+/// Puts the job this worker holds back in the queue, to be tried again after `delay`.
 pub async fn retry_later(
     conn: &mut PgConnection,
     job_id: Uuid,
+    worker_id: &str,
     error: &str,
     delay: Duration,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE public.ingest_jobs
-         SET status = 'queued', lease_until = NULL, last_error = $2,
-             run_after = now() + make_interval(secs => $3)
-         WHERE id = $1",
+         SET status = 'queued', lease_until = NULL, last_error = $3,
+             run_after = now() + make_interval(secs => $4)
+         WHERE id = $1 AND worker_id = $2 AND status = 'running'",
     )
     .bind(job_id)
+    .bind(worker_id)
     .bind(error)
     .bind(seconds(delay))
     .execute(conn)

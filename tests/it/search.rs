@@ -105,8 +105,13 @@ async fn corpus(rows: usize) -> Corpus {
         };
         let doc = documents::start_processing(&mut tx, &new).await.expect("doc");
         replace_chunks(&mut tx, doc, *bucket_id, embedder.model(), chunks).await.expect("chunks");
-        let ready =
-            documents::ReadyDocument { title: "synthetic", content: "", summary: "", metadata: serde_json::json!({}) };
+        let ready = documents::ReadyDocument {
+            title: "synthetic",
+            content: "",
+            summary: "",
+            metadata: serde_json::json!({}),
+            source_hash: "synthetic",
+        };
         documents::mark_ready(&mut tx, doc, &ready).await.expect("ready");
         tx.commit().await.expect("commit");
     }
@@ -177,7 +182,8 @@ async fn the_search_plan_uses_the_models_vector_index() {
 
 #[tokio::test]
 async fn a_one_percent_filter_still_returns_k_rows_with_either_index() {
-    let c = corpus(20_000).await;
+    // 50 lists: the filtered search probes 20 of them, so the iterative scan is exercised.
+    let c = corpus(50_000).await;
     for method in [IndexMethod::Ivfflat, IndexMethod::Hnsw] {
         ensure_indexes(&c.db.pool, Some(method)).await.expect("index");
         let mut recall = 0.0;
@@ -259,7 +265,13 @@ async fn a_search_never_mixes_embedding_models() {
         metadata: serde_json::json!({}),
     };
     replace_chunks(&mut tx, doc, other.id, other_model, &[chunk]).await.expect("chunk");
-    let ready = documents::ReadyDocument { title: "other", content: "", summary: "", metadata: serde_json::json!({}) };
+    let ready = documents::ReadyDocument {
+        title: "other",
+        content: "",
+        summary: "",
+        metadata: serde_json::json!({}),
+        source_hash: "other",
+    };
     documents::mark_ready(&mut tx, doc, &ready).await.expect("ready");
     tx.commit().await.expect("commit");
 
