@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 command -v cargo >/dev/null 2>&1 || { echo "demo: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo build --locked --quiet --bin kb
-kb=target/debug/kb
+kb="${CARGO_TARGET_DIR:-target}/debug/kb"
 
 echo "== kb ingest sample_docs --bucket samples"
 "$kb" ingest sample_docs --bucket samples --bucket-type brand
