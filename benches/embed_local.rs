@@ -28,6 +28,10 @@ engine only re-embeds the chunks whose content actually changed since the last r
 
 const TEXTS_PER_CALL: usize = 64;
 
+// The allocator the `kb` binary uses (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `count` distinct texts of exactly `tokens` tokens with [CLS]/[SEP] (each starts at a
 /// different offset into the paragraph, as in the Python baseline).
 fn texts_of_exact_tokens(tokenizer: &Tokenizer, tokens: usize, count: usize) -> Vec<String> {

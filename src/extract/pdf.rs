@@ -141,6 +141,9 @@ fn run_worker(bytes: &[u8], limits: &PdfLimits) -> Result<Vec<String>, ExtractEr
         .env(MEMORY_ENV, limits.max_memory_bytes.to_string())
         .env(CPU_ENV, cpu_seconds.to_string())
         .env("RUST_BACKTRACE", "0")
+        // mimalloc (kb's allocator) reserves 1 GiB of address space per arena by default,
+        // which alone would exceed the RLIMIT_AS the worker sets on itself.
+        .env("MIMALLOC_ARENA_RESERVE", "32MiB")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
