@@ -17,12 +17,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use kb::chunk::TokenBudget;
-use kb::extract::{Format, PdfLimits, extract};
 use kb::http::auth::JwtKeys;
 use kb::http::{AppState, Limits};
 use kb::search::{Mode, SearchRequest};
-use kb::store::{self, Role, chunks::NewChunk, index::IndexMethod, login};
+use kb::store::{self, Role, login};
 use pgvector::Vector;
 use serde_json::{Value, json};
 
@@ -44,66 +42,6 @@ fn mean(times: &[Duration]) -> f64 {
     times.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / times.len() as f64
 }
 
-/// Real embeddings of the sample documents' text chunks (PDFs left out: no parser child here).
-async fn sample_embeddings(embedder: &dyn kb::embed::Embedder) -> Vec<Vec<f32>> {
-    let budget = TokenBudget::new(200, 32, embedder.max_input_tokens()).expect("budget");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_docs");
-    let mut paths: Vec<_> = std::fs::read_dir(dir).expect("sample_docs").flatten().map(|e| e.path()).collect();
-    paths.sort();
-    let mut texts = Vec::new();
-    for path in paths {
-        let Some(format) = Format::from_path(&path) else { continue };
-        if format == Format::Pdf {
-            continue;
-        }
-        let doc = extract(format, &std::fs::read(&path).expect("read"), &PdfLimits::default()).expect("extract");
-        texts.extend(kb::chunk::split(&doc, &embedder.tokenizer(), budget).into_iter().map(|c| c.text));
-    }
-    embedder.embed(&texts).await.expect("embed chunks")
-}
-
-/// Writes `rows` synthetic chunks (mixes of real embeddings) as ready documents.
-async fn load_corpus(db: &common::BenchDb, model: &str, base: &[Vec<f32>], rows: usize) {
-    let dims = base[0].len();
-    let mut noise = common::Noise(0x2545_F491_4F6C_DD1D);
-    let per_doc = 5_000;
-    let mut written = 0;
-    while written < rows {
-        let n = per_doc.min(rows - written);
-        let doc = db.document(&format!("synthetic-{written}.txt")).await;
-        let chunks: Vec<NewChunk> = (0..n)
-            .map(|i| {
-                let pick = |noise: &mut common::Noise| ((noise.next() + 0.5) * base.len() as f32) as usize % base.len();
-                let (a, b, c) = (pick(&mut noise), pick(&mut noise), pick(&mut noise));
-                let mut v: Vec<f32> =
-                    (0..dims).map(|d| base[a][d] + 0.6 * base[b][d] + 0.3 * base[c][d] + 0.05 * noise.next()).collect();
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.iter_mut().for_each(|x| *x /= norm);
-                NewChunk {
-                    chunk_index: i as i32,
-                    content: format!("synthetic chunk {} mixing {a}, {b} and {c}", written + i),
-                    content_hash: format!("{:064x}", written + i),
-                    token_count: 200,
-                    embedding: Vector::from(v),
-                    metadata: json!({}),
-                }
-            })
-            .collect();
-        let mut tx = db.pool.begin().await.expect("tx");
-        store::chunks::replace_chunks(&mut tx, doc, db.bucket, model, &chunks).await.expect("write");
-        sqlx::query("UPDATE knowledge_documents SET status = 'ready' WHERE id = $1")
-            .bind(doc)
-            .execute(&mut *tx)
-            .await
-            .expect("ready");
-        tx.commit().await.expect("commit");
-        written += n;
-    }
-    let builds = store::index::ensure_indexes(&db.pool, Some(IndexMethod::Ivfflat)).await.expect("index");
-    eprintln!("index: {builds:?}");
-    sqlx::query("VACUUM ANALYZE knowledge_chunks").execute(&db.pool).await.expect("analyze");
-}
-
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -114,13 +52,13 @@ async fn main() {
     let embedder = kb::embed::from_config(&kb::embed::EmbedConfig::default()).await.expect("local model");
     let model = embedder.model().to_string();
 
-    let base = sample_embeddings(embedder.as_ref()).await;
+    let base = common::sample_embeddings(embedder.as_ref()).await;
     let questions: Vec<String> = common::QUESTIONS.iter().map(|q| q.to_string()).collect();
     let queries = embedder.embed(&questions).await.expect("embed questions");
 
     let db = common::bench_db(&model, embedder.dimensions()).await;
     let started = Instant::now();
-    load_corpus(&db, &model, &base, rows).await;
+    common::load_corpus(&db, &model, &base, rows).await;
     eprintln!("loaded {rows} rows in {:.1} s", started.elapsed().as_secs_f64());
 
     // The server's login, as `kb serve` connects: unprivileged, row level security applies.

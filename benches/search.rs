@@ -14,9 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use kb::chunk::TokenBudget;
-use kb::extract::{Format, PdfLimits, extract};
-use kb::store::{self, Role, chunks::NewChunk, index::IndexMethod};
+use kb::store::{self, Role};
 use pgvector::Vector;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -35,21 +33,8 @@ async fn main() {
     let dims = embedder.dimensions();
 
     // Real embeddings of the sample documents' chunks, and of the questions.
-    let budget = TokenBudget::new(200, 32, embedder.max_input_tokens()).expect("budget");
-    let mut texts = Vec::new();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_docs");
-    let mut paths: Vec<_> = std::fs::read_dir(dir).expect("sample_docs").flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths {
-        let Some(format) = Format::from_path(&path) else { continue };
-        if format == Format::Pdf {
-            continue;
-        }
-        let doc = extract(format, &std::fs::read(&path).expect("read"), &PdfLimits::default()).expect("extract");
-        texts.extend(kb::chunk::split(&doc, &embedder.tokenizer(), budget).into_iter().map(|c| c.text));
-    }
     let started = Instant::now();
-    let base = embedder.embed(&texts).await.expect("embed chunks");
+    let base = common::sample_embeddings(embedder.as_ref()).await;
     let questions: Vec<String> = common::QUESTIONS.iter().map(|q| q.to_string()).collect();
     let queries = embedder.embed(&questions).await.expect("embed questions");
     eprintln!(
@@ -60,47 +45,7 @@ async fn main() {
     );
 
     let db = common::bench_db(&model, dims).await;
-    let mut noise = common::Noise(0x2545_F491_4F6C_DD1D);
-    let started = Instant::now();
-    let per_doc = 10_000;
-    let mut written = 0;
-    while written < rows {
-        let n = per_doc.min(rows - written);
-        let doc = db.document(&format!("synthetic-{written}.txt")).await;
-        let chunks: Vec<NewChunk> = (0..n)
-            .map(|i| {
-                let pick = |noise: &mut common::Noise| ((noise.next() + 0.5) * base.len() as f32) as usize % base.len();
-                let (a, b, c) = (pick(&mut noise), pick(&mut noise), pick(&mut noise));
-                let mut v: Vec<f32> =
-                    (0..dims).map(|d| base[a][d] + 0.6 * base[b][d] + 0.3 * base[c][d] + 0.05 * noise.next()).collect();
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.iter_mut().for_each(|x| *x /= norm);
-                NewChunk {
-                    chunk_index: i as i32,
-                    content: format!("synthetic chunk {} mixing {a}, {b} and {c}", written + i),
-                    content_hash: format!("{:064x}", written + i),
-                    token_count: 200,
-                    embedding: Vector::from(v),
-                    metadata: serde_json::json!({}),
-                }
-            })
-            .collect();
-        let mut tx = db.pool.begin().await.expect("tx");
-        store::chunks::replace_chunks(&mut tx, doc, db.bucket, &model, &chunks).await.expect("write");
-        sqlx::query("UPDATE knowledge_documents SET status = 'ready' WHERE id = $1")
-            .bind(doc)
-            .execute(&mut *tx)
-            .await
-            .expect("ready");
-        tx.commit().await.expect("commit");
-        written += n;
-    }
-    let write_s = started.elapsed().as_secs_f64();
-    eprintln!("wrote {rows} rows in {write_s:.1} s ({:.0} rows/s)", rows as f64 / write_s);
-
-    let builds = store::index::ensure_indexes(&db.pool, Some(IndexMethod::Ivfflat)).await.expect("index");
-    eprintln!("index: {builds:?}");
-    sqlx::query("VACUUM ANALYZE knowledge_chunks").execute(&db.pool).await.expect("analyze");
+    common::load_corpus(&db, &model, &base, rows).await;
 
     // The spec's function as written, for comparison.
     sqlx::raw_sql(include_str!("spec_search.sql")).execute(&db.pool).await.expect("spec function");

@@ -4,8 +4,11 @@
 // Each bench binary uses a part of this module.
 #![allow(dead_code)]
 
+use kb::chunk::TokenBudget;
 use kb::cluster::Cluster;
-use kb::store::{self, documents, users};
+use kb::extract::{Format, PdfLimits, extract};
+use kb::store::{self, chunks::NewChunk, documents, index::IndexMethod, users};
+use pgvector::Vector;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -105,3 +108,68 @@ pub const QUESTIONS: [&str; 30] = [
     "How do we follow up after an event?",
     "What payment methods are accepted?",
 ];
+
+/// Real embeddings of the sample documents' text chunks (PDFs left out: no parser child here).
+pub async fn sample_embeddings(embedder: &dyn kb::embed::Embedder) -> Vec<Vec<f32>> {
+    let budget = TokenBudget::new(200, 32, embedder.max_input_tokens()).expect("budget");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_docs");
+    let mut paths: Vec<_> = std::fs::read_dir(dir).expect("sample_docs").flatten().map(|e| e.path()).collect();
+    paths.sort();
+    let mut texts = Vec::new();
+    for path in paths {
+        let Some(format) = Format::from_path(&path) else { continue };
+        if format == Format::Pdf {
+            continue;
+        }
+        let doc = extract(format, &std::fs::read(&path).expect("read"), &PdfLimits::default()).expect("extract");
+        texts.extend(kb::chunk::split(&doc, &embedder.tokenizer(), budget).into_iter().map(|c| c.text));
+    }
+    embedder.embed(&texts).await.expect("embed chunks")
+}
+
+/// Writes `rows` synthetic chunks (mixes of real embeddings plus noise) as ready documents,
+/// builds the ivfflat index and analyzes; returns the seconds the writes took.
+pub async fn load_corpus(db: &BenchDb, model: &str, base: &[Vec<f32>], rows: usize) -> f64 {
+    let dims = base[0].len();
+    let mut noise = Noise(0x2545_F491_4F6C_DD1D);
+    let per_doc = 10_000;
+    let started = std::time::Instant::now();
+    let mut written = 0;
+    while written < rows {
+        let n = per_doc.min(rows - written);
+        let doc = db.document(&format!("synthetic-{written}.txt")).await;
+        let chunks: Vec<NewChunk> = (0..n)
+            .map(|i| {
+                let pick = |noise: &mut Noise| ((noise.next() + 0.5) * base.len() as f32) as usize % base.len();
+                let (a, b, c) = (pick(&mut noise), pick(&mut noise), pick(&mut noise));
+                let mut v: Vec<f32> =
+                    (0..dims).map(|d| base[a][d] + 0.6 * base[b][d] + 0.3 * base[c][d] + 0.05 * noise.next()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                NewChunk {
+                    chunk_index: i as i32,
+                    content: format!("synthetic chunk {} mixing {a}, {b} and {c}", written + i),
+                    content_hash: format!("{:064x}", written + i),
+                    token_count: 200,
+                    embedding: Vector::from(v),
+                    metadata: serde_json::json!({}),
+                }
+            })
+            .collect();
+        let mut tx = db.pool.begin().await.expect("tx");
+        store::chunks::replace_chunks(&mut tx, doc, db.bucket, model, &chunks).await.expect("write");
+        sqlx::query("UPDATE knowledge_documents SET status = 'ready' WHERE id = $1")
+            .bind(doc)
+            .execute(&mut *tx)
+            .await
+            .expect("ready");
+        tx.commit().await.expect("commit");
+        written += n;
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    eprintln!("wrote {rows} rows in {write_s:.1} s ({:.0} rows/s)", rows as f64 / write_s);
+    let builds = store::index::ensure_indexes(&db.pool, Some(IndexMethod::Ivfflat)).await.expect("index");
+    eprintln!("index: {builds:?}");
+    sqlx::query("VACUUM ANALYZE knowledge_chunks").execute(&db.pool).await.expect("analyze");
+    write_s
+}
