@@ -84,7 +84,7 @@ pub async fn start_processing(conn: &mut PgConnection, new: &NewDocument<'_>) ->
             status, created_by)
          VALUES ($1, $2, '', $3, $4, $5, $6, $7, 'processing', $8)
          ON CONFLICT (bucket_id, upload_path) WHERE upload_path IS NOT NULL DO UPDATE
-           SET file_name = EXCLUDED.file_name, file_type = EXCLUDED.file_type,
+           SET title = EXCLUDED.title, file_name = EXCLUDED.file_name, file_type = EXCLUDED.file_type,
                file_size = EXCLUDED.file_size, content_hash = EXCLUDED.content_hash,
                status = 'processing', processing_error = NULL
          RETURNING id",
