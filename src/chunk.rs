@@ -133,25 +133,23 @@ pub fn split(doc: &Extracted, tokenizer: &Tokenizer, budget: TokenBudget) -> Vec
             None => split_with(doc.format, &section.text, tokenizer.clone(), budget),
         };
         for piece in pieces {
-            let token_count = tokenizer.count(piece);
-            // The section sizer can undercount a piece that cuts through a word: such a piece
-            // is split again, measured exactly, so no chunk ever exceeds the budget.
-            let exact = if token_count > budget.max_tokens {
-                split_with(Format::Text, piece, tokenizer.clone(), budget)
-            } else {
-                vec![piece]
-            };
-            for piece in exact {
-                let piece = piece.trim();
-                if piece.is_empty() {
-                    continue;
-                }
+            let mut push = |text: &str, token_count: usize| {
                 chunks.push(Chunk {
                     index: chunks.len(),
-                    text: piece.to_string(),
-                    token_count: tokenizer.count(piece),
+                    text: text.to_string(),
+                    token_count,
                     metadata: metadata.clone(),
                 });
+            };
+            let token_count = tokenizer.count(piece);
+            if token_count <= budget.max_tokens {
+                push(piece, token_count);
+                continue;
+            }
+            // The section sizer can undercount a piece that cuts through a word: such a piece
+            // is split again, measured exactly, so no chunk ever exceeds the budget.
+            for exact in split_with(Format::Text, piece, tokenizer.clone(), budget) {
+                push(exact, tokenizer.count(exact));
             }
         }
     }

@@ -122,47 +122,28 @@ pub async fn nearest(
     request: &SearchRequest,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
     let limit = i32::try_from(request.limit).unwrap_or(i32::MAX);
-    match request.mode {
-        Mode::Vector => {
-            sqlx::query_as(
-                "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
-                        chunk_content, chunk_index, similarity_score, metadata
-                 FROM public.search_knowledge_chunks(
-                   p_user_id => NULL, p_query_embedding => $1, p_bucket_type => $2,
-                   p_campaign_id => $3, p_limit => $4, p_similarity_threshold => $5,
-                   p_bucket_id => $6, p_embedding_model => $7)",
-            )
-            .bind(embedding)
-            .bind(&request.bucket_type)
-            .bind(request.campaign_id)
-            .bind(limit)
-            .bind(request.threshold)
-            .bind(request.bucket_id)
-            .bind(model)
-            .fetch_all(conn)
-            .await
-        }
-        Mode::Hybrid => {
-            sqlx::query_as(
-                "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
-                        chunk_content, chunk_index, similarity_score, metadata
-                 FROM public.hybrid_search_knowledge_chunks(
-                   p_user_id => NULL, p_query_text => $1, p_query_embedding => $2,
-                   p_bucket_type => $3, p_campaign_id => $4, p_limit => $5,
-                   p_similarity_threshold => $6, p_bucket_id => $7, p_embedding_model => $8)",
-            )
-            .bind(&request.query)
-            .bind(embedding)
-            .bind(&request.bucket_type)
-            .bind(request.campaign_id)
-            .bind(limit)
-            .bind(request.threshold)
-            .bind(request.bucket_id)
-            .bind(model)
-            .fetch_all(conn)
-            .await
-        }
-    }
+    // Both functions share their parameters; only hybrid reads the query text ($8).
+    let function = match request.mode {
+        Mode::Vector => "search_knowledge_chunks(",
+        Mode::Hybrid => "hybrid_search_knowledge_chunks(p_query_text => $8, ",
+    };
+    sqlx::query_as(&format!(
+        "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
+                chunk_content, chunk_index, similarity_score, metadata
+         FROM public.{function}
+           p_user_id => NULL, p_query_embedding => $1, p_bucket_type => $2, p_campaign_id => $3,
+           p_limit => $4, p_similarity_threshold => $5, p_bucket_id => $6, p_embedding_model => $7)"
+    ))
+    .bind(embedding)
+    .bind(&request.bucket_type)
+    .bind(request.campaign_id)
+    .bind(limit)
+    .bind(request.threshold)
+    .bind(request.bucket_id)
+    .bind(model)
+    .bind(&request.query)
+    .fetch_all(conn)
+    .await
 }
 
 /// `search_knowledge_chunks` called with its own parameters, as supabase-js `rpc()` callers

@@ -24,15 +24,7 @@ async fn users_never_see_each_others_data() {
     let c = &server.client;
 
     // Lists: B sees only its own bucket.
-    let listed: Vec<Value> = c
-        .get(server.url("/v1/buckets"))
-        .bearer_auth(&b)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON body");
+    let listed: Vec<Value> = server.get_json("/v1/buckets", &b).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], bob_bucket["id"]);
 
@@ -128,15 +120,7 @@ async fn users_never_see_each_others_data() {
 
     // service_role sees both users' buckets, A's document, and A's chunks through the RPC.
     let service = server.token(None, Role::ServiceRole);
-    let listed: Vec<Value> = c
-        .get(server.url("/v1/buckets"))
-        .bearer_auth(&service)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON body");
+    let listed: Vec<Value> = server.get_json("/v1/buckets", &service).await;
     assert_eq!(listed.len(), 2);
     let response = c.get(&doc_url).bearer_auth(&service).send().await.expect("request");
     assert_eq!(response.status(), 200);

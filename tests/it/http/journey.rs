@@ -121,26 +121,11 @@ async fn journey_with_the_local_model() {
     let hits = search(&server, &token, &passage).await;
     assert_eq!(hits[0]["document_id"], md_doc.as_str(), "the passage's document ranks first: {hits:?}");
 
-    let response = server
-        .client
-        .delete(server.url(&format!("/v1/documents/{md_doc}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
+    let response = server.call(reqwest::Method::DELETE, &format!("/v1/documents/{md_doc}"), &token).await;
     assert_eq!(response.status(), 204);
     let hits = search(&server, &token, &passage).await;
     assert!(hits.iter().all(|h| h["document_id"] != md_doc.as_str()), "deleted document still found");
-    let listed: Vec<Value> = server
-        .client
-        .get(server.url(&format!("/v1/buckets/{bucket_id}/documents")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("test step")
-        .json()
-        .await
-        .expect("test step");
+    let listed: Vec<Value> = server.get_json(&format!("/v1/buckets/{bucket_id}/documents"), &token).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], pdf_doc.as_str());
     assert!(listed[0]["chunk_count"].as_i64().expect("test step") > 0);
@@ -193,24 +178,12 @@ async fn journey_with_the_fake_embedder_and_ops_endpoints() {
     assert!(last["processing_error"].as_str().is_some_and(|e| !e.is_empty()));
 
     // Delete; the passage is gone from search, and the chunks from the table.
-    let response = server
-        .client
-        .delete(server.url(&format!("/v1/documents/{doc}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
+    let response = server.call(reqwest::Method::DELETE, &format!("/v1/documents/{doc}"), &token).await;
     assert_eq!(response.status(), 204);
     let hits = search(&server, &token, &passage).await;
     assert!(hits.iter().all(|h| h["document_id"] != doc.as_str()));
     assert_eq!(server.count("SELECT count(*) FROM public.knowledge_chunks").await, 0);
-    let response = server
-        .client
-        .get(server.url(&format!("/v1/documents/{doc}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
+    let response = server.call(reqwest::Method::GET, &format!("/v1/documents/{doc}"), &token).await;
     assert_eq!(response.status(), 404);
 
     // Operations endpoints.

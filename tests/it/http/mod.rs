@@ -229,19 +229,20 @@ impl TestServer {
         body["id"].as_str().expect("id").to_string()
     }
 
+    /// `method path` as the holder of `token`.
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::Response {
+        self.client.request(method, self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    /// GET `path` as the holder of `token`, and its JSON body.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, token: &str) -> T {
+        self.call(reqwest::Method::GET, path, token).await.json().await.expect("JSON body")
+    }
+
     /// Polls the document until it leaves `processing`; returns its final record.
     pub async fn wait_done(&self, token: &str, document: &str) -> Value {
         for _ in 0..600 {
-            let body: Value = self
-                .client
-                .get(self.url(&format!("/v1/documents/{document}")))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("get document")
-                .json()
-                .await
-                .expect("document json");
+            let body: Value = self.get_json(&format!("/v1/documents/{document}"), token).await;
             if body["status"] != "processing" {
                 return body;
             }

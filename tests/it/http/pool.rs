@@ -57,25 +57,10 @@ async fn cancelled_requests_leave_no_identity_on_a_one_connection_pool() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // B, on the same single connection, sees only B's rows.
-    let listed: Vec<Value> = server
-        .client
-        .get(server.url("/v1/buckets"))
-        .bearer_auth(&b)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON body");
+    let listed: Vec<Value> = server.get_json("/v1/buckets", &b).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], b_bucket["id"]);
-    let response = server
-        .client
-        .get(server.url(&format!("/v1/buckets/{a_bucket_id}")))
-        .bearer_auth(&b)
-        .send()
-        .await
-        .expect("request");
+    let response = server.call(reqwest::Method::GET, &format!("/v1/buckets/{a_bucket_id}"), &b).await;
     assert_eq!(response.status(), 404);
     // And the connection itself is back to the bare login.
     assert_eq!(identity(&server.app).await, ("kb_app".to_string(), String::new()));

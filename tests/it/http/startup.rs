@@ -122,13 +122,7 @@ async fn shutdown_ends_status_streams_instead_of_waiting_for_them() {
     let bucket = server.create_bucket(&token, "b").await;
     // No workers: the document stays `processing`, so its stream would never end by itself.
     let doc = server.upload_text(&token, bucket["id"].as_str().expect("id"), "a.txt", "some text").await;
-    let mut stream = server
-        .client
-        .get(server.url(&format!("/v1/documents/{doc}/events")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
+    let mut stream = server.call(reqwest::Method::GET, &format!("/v1/documents/{doc}/events"), &token).await;
     assert_eq!(stream.status(), 200);
     let first = stream.chunk().await.expect("stream").expect("first event");
     assert!(String::from_utf8_lossy(&first).contains("processing"));

@@ -94,13 +94,7 @@ async fn bad_tokens_get_401_and_touch_nothing() {
             .expect("request");
         assert_eq!(response.status(), 401, "{what}: apikey");
 
-        let response = server
-            .client
-            .delete(server.url(&format!("/v1/buckets/{bucket_id}")))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("test step");
+        let response = server.call(reqwest::Method::DELETE, &format!("/v1/buckets/{bucket_id}"), token).await;
         assert_eq!(response.status(), 401, "{what}: delete");
     }
     assert_eq!(server.count("SELECT count(*) FROM public.knowledge_buckets").await, 1, "nothing written");
