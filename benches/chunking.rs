@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kb::chunk::{TokenBudget, Tokenizer, split};
-use kb::extract::{Extracted, Format, PdfLimits, extract};
+use kb::chunk::{ChunkLimits, TokenBudget, Tokenizer, split};
+use kb::extract::{ExtractLimits, Extracted, Format, extract};
 use rayon::prelude::*;
 
 fn corpus() -> Vec<Extracted> {
@@ -24,7 +24,14 @@ fn corpus() -> Vec<Extracted> {
             continue;
         }
         let bytes = std::fs::read(&path).expect("read");
-        docs.push(extract(format, &bytes, &PdfLimits::default()).expect("extract"));
+        docs.push(
+            extract(
+                format,
+                &bytes,
+                &ExtractLimits { worker: Some(env!("CARGO_BIN_EXE_kb").into()), ..ExtractLimits::default() },
+            )
+            .expect("extract"),
+        );
     }
     docs
 }
@@ -43,23 +50,54 @@ fn benches(c: &mut Criterion) {
         docs.extend(base.iter().cloned());
     }
     let total = bytes_of(&docs);
-    let chunks: usize = docs.iter().map(|d| split(d, &tokenizer, budget).len()).sum();
+    let chunks: usize =
+        docs.iter().map(|d| split(d, &tokenizer, budget, ChunkLimits::unbounded()).expect("split").len()).sum();
     eprintln!("corpus: {} documents, {total} bytes, {chunks} chunks", docs.len());
 
     // Sums the hashes' lengths so the optimiser cannot drop the hashing.
     let split_and_hash = |d: &Extracted| -> usize {
-        split(d, &tokenizer, budget).iter().map(|c| kb::hash::chunk_hash(&c.text).len()).sum()
+        split(d, &tokenizer, budget, ChunkLimits::unbounded())
+            .expect("split")
+            .iter()
+            .map(|c| kb::hash::chunk_hash(&c.text).len())
+            .sum()
     };
     let mut group = c.benchmark_group("chunking");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(total));
     group.bench_function("split_one_thread", |b| {
-        b.iter(|| docs.iter().map(|d| split(d, &tokenizer, budget).len()).sum::<usize>())
+        b.iter(|| {
+            docs.iter()
+                .map(|d| split(d, &tokenizer, budget, ChunkLimits::unbounded()).expect("split").len())
+                .sum::<usize>()
+        })
     });
     group.bench_function("split_and_hash_rayon", |b| b.iter(|| docs.par_iter().map(split_and_hash).sum::<usize>()));
     group.finish();
 
-    let texts: Vec<String> = docs.iter().flat_map(|d| split(d, &tokenizer, budget)).map(|c| c.text).collect();
+    // One phrase repeated with no line or sentence break, at two sizes: time per byte stays
+    // flat when splitting is linear (it once rescanned the rest of the text for every chunk).
+    let mut group = c.benchmark_group("single_line");
+    group.sample_size(10);
+    for mb in [1usize, 8] {
+        let line = "the quick brown fox jumps over the lazy dog ".repeat(mb * 1_000_000 / 44);
+        let doc = Extracted {
+            format: Format::Text,
+            title: None,
+            sections: vec![kb::extract::Section { text: line.clone(), location: kb::extract::Location::Whole }],
+        };
+        group.throughput(Throughput::Bytes(line.len() as u64));
+        group.bench_function(format!("split_{mb}mb"), |b| {
+            b.iter(|| split(&doc, &tokenizer, budget, ChunkLimits::unbounded()).expect("split").len())
+        });
+    }
+    group.finish();
+
+    let texts: Vec<String> = docs
+        .iter()
+        .flat_map(|d| split(d, &tokenizer, budget, ChunkLimits::unbounded()).expect("split"))
+        .map(|c| c.text)
+        .collect();
     let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let mut group = c.benchmark_group("hashing");
     group.throughput(Throughput::Bytes(text_bytes));

@@ -66,7 +66,7 @@ async fn main() {
     login::ensure_app_login(&mut conn).await.expect("kb_app login");
     drop(conn);
     let options = (*db.pool.connect_options()).clone().username(login::APP_LOGIN);
-    let app = kb::app::connect_app(options, 16).await.expect("kb_app pool");
+    let app = kb::runtime::connect_app(options, 16).await.expect("kb_app pool");
 
     let keys = JwtKeys::new(SECRET).expect("keys");
     let token = keys.mint(Some(db.owner), Role::Authenticated, Duration::from_secs(3600)).expect("token");

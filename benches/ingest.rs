@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kb::chunk::{TokenBudget, Tokenizer};
 use kb::embed::{EmbedError, Embedder};
-use kb::extract::PdfLimits;
+use kb::extract::ExtractLimits;
 use kb::ingest::{Pipeline, Silent};
 use kb::store::{self, Role, buckets};
 
@@ -75,11 +75,15 @@ async fn run(
         pool: db.pool.clone(),
         budget: TokenBudget::new(200, 32, embedder.max_input_tokens()).expect("budget"),
         embedder,
-        pdf: PdfLimits { worker: Some(env!("CARGO_BIN_EXE_kb").into()), ..PdfLimits::default() },
+        extract: ExtractLimits { worker: Some(env!("CARGO_BIN_EXE_kb").into()), ..ExtractLimits::default() },
         parallelism: kb::config::default_parallelism(),
     };
-    let first = pipeline.ingest(db.owner, &bucket, kb::ingest::collect(paths).expect("sources"), &Silent).await;
-    let second = pipeline.ingest(db.owner, &bucket, kb::ingest::collect(paths).expect("sources"), &Silent).await;
+    let settings =
+        kb::ingest::WorkerSettings::new(std::time::Duration::from_secs(60), std::time::Duration::from_secs(600));
+    let first =
+        pipeline.ingest(db.owner, &bucket, kb::ingest::collect(paths).expect("sources"), &settings, &Silent).await;
+    let second =
+        pipeline.ingest(db.owner, &bucket, kb::ingest::collect(paths).expect("sources"), &settings, &Silent).await;
     (first, second)
 }
 

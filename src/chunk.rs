@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
 
@@ -122,38 +123,128 @@ pub struct Chunk {
     pub metadata: serde_json::Value,
 }
 
+/// Bounds on splitting one document.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    /// Most chunks the document may have.
+    pub max_chunks: usize,
+    /// When splitting must have finished.
+    pub deadline: Option<Instant>,
+}
+
+impl ChunkLimits {
+    /// No bound on the chunk count or the time (tests and benches of small inputs).
+    pub fn unbounded() -> ChunkLimits {
+        ChunkLimits { max_chunks: usize::MAX, deadline: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("the document has more than {0} chunks")]
+    TooManyChunks(usize),
+    #[error("splitting the document ran past its time limit")]
+    TimedOut,
+}
+
 /// Splits every section of a document into chunks of at most `budget.max_tokens()` tokens.
-/// Chunks never cross sections; markdown is split at its structure first.
-pub fn split(doc: &Extracted, tokenizer: &Tokenizer, budget: TokenBudget) -> Vec<Chunk> {
+/// Chunks never cross sections; markdown is split at its structure first. Time is linear in
+/// the text: a long section is cut into blocks of a bounded size first (at a paragraph, line,
+/// sentence or word boundary), and each block is split on its own.
+pub fn split(
+    doc: &Extracted,
+    tokenizer: &Tokenizer,
+    budget: TokenBudget,
+    limits: ChunkLimits,
+) -> Result<Vec<Chunk>, ChunkError> {
     let mut chunks = Vec::new();
+    let block_bytes = budget.max_tokens * BLOCK_BYTES_PER_TOKEN;
     for section in &doc.sections {
         let metadata = section.location.to_metadata();
-        let pieces = match SectionSizer::new(&section.text, tokenizer) {
-            Some(sizer) => split_with(doc.format, &section.text, sizer, budget),
-            None => split_with(doc.format, &section.text, tokenizer.clone(), budget),
-        };
-        for piece in pieces {
-            let mut push = |text: &str, token_count: usize| {
-                chunks.push(Chunk {
-                    index: chunks.len(),
-                    text: text.to_string(),
-                    token_count,
-                    metadata: metadata.clone(),
-                });
-            };
-            let token_count = tokenizer.count(piece);
-            if token_count <= budget.max_tokens {
-                push(piece, token_count);
-                continue;
+        for block in blocks(&section.text, block_bytes) {
+            if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(ChunkError::TimedOut);
             }
-            // The section sizer can undercount a piece that cuts through a word: such a piece
-            // is split again, measured exactly, so no chunk ever exceeds the budget.
-            for exact in split_with(Format::Text, piece, tokenizer.clone(), budget) {
-                push(exact, tokenizer.count(exact));
+            let pieces = match SectionSizer::new(block, tokenizer) {
+                Some(sizer) => split_with(doc.format, block, sizer, budget),
+                None => split_with(doc.format, block, tokenizer.clone(), budget),
+            };
+            for piece in pieces {
+                let mut push = |text: &str, token_count: usize| {
+                    chunks.push(Chunk {
+                        index: chunks.len(),
+                        text: text.to_string(),
+                        token_count,
+                        metadata: metadata.clone(),
+                    });
+                };
+                let token_count = tokenizer.count(piece);
+                if token_count <= budget.max_tokens {
+                    push(piece, token_count);
+                } else {
+                    // The section sizer can undercount a piece that cuts through a word: such a
+                    // piece is split again, measured exactly, so no chunk ever exceeds the budget.
+                    for exact in split_with(Format::Text, piece, tokenizer.clone(), budget) {
+                        push(exact, tokenizer.count(exact));
+                    }
+                }
+            }
+            if chunks.len() > limits.max_chunks {
+                return Err(ChunkError::TooManyChunks(limits.max_chunks));
             }
         }
     }
-    chunks
+    Ok(chunks)
+}
+
+/// The size of the blocks a long section is cut into, in bytes per token of the budget: some
+/// 30 chunks of ordinary prose. The splitter's work on a block grows faster than its size
+/// (it measures candidates from every boundary to the block's end); bounded blocks make the
+/// whole linear.
+const BLOCK_BYTES_PER_TOKEN: usize = 128;
+
+/// Cuts `text` into consecutive blocks of at most `max` bytes (or one unbreakable run), each
+/// ending at the best boundary in the back half of its window: a blank line, a line end, a
+/// sentence end, then any whitespace.
+fn blocks(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() <= max {
+            return Some(std::mem::take(&mut rest));
+        }
+        let window = floor_char_boundary(rest, max);
+        let back = &rest[floor_char_boundary(rest, max / 2)..window];
+        let offset = window - back.len();
+        let cut = [back.rfind("\n\n").map(|i| i + 2), back.rfind('\n').map(|i| i + 1), back.rfind(". ").map(|i| i + 2)]
+            .into_iter()
+            .flatten()
+            .next()
+            .or_else(|| back.rfind(char::is_whitespace).map(|i| i + 1))
+            .map(|i| offset + i)
+            .filter(|&i| i > 0)
+            .unwrap_or(window.max(next_char_boundary(rest, 1)));
+        let (block, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(block)
+    })
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn next_char_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 fn split_with<S: ChunkSizer>(format: Format, text: &str, sizer: S, budget: TokenBudget) -> Vec<&str> {
@@ -237,7 +328,13 @@ mod tests {
     fn a_chunk_never_exceeds_the_token_budget() {
         let tokenizer = cl100k();
         let budget = TokenBudget::new(64, 8, 8191).expect("budget");
-        let chunks = split(&doc(Format::Text, vec![(&long_text(200), Location::Whole)]), &tokenizer, budget);
+        let chunks = split(
+            &doc(Format::Text, vec![(&long_text(200), Location::Whole)]),
+            &tokenizer,
+            budget,
+            ChunkLimits::unbounded(),
+        )
+        .expect("split");
         assert!(chunks.len() > 10, "expected many chunks, got {}", chunks.len());
         for chunk in &chunks {
             assert!(chunk.token_count <= 64, "chunk {} has {} tokens", chunk.index, chunk.token_count);
@@ -249,7 +346,13 @@ mod tests {
     fn consecutive_chunks_overlap() {
         let tokenizer = cl100k();
         let budget = TokenBudget::new(64, 16, 8191).expect("budget");
-        let chunks = split(&doc(Format::Text, vec![(&long_text(100), Location::Whole)]), &tokenizer, budget);
+        let chunks = split(
+            &doc(Format::Text, vec![(&long_text(100), Location::Whole)]),
+            &tokenizer,
+            budget,
+            ChunkLimits::unbounded(),
+        )
+        .expect("split");
         assert!(chunks.len() > 3);
         for pair in chunks.windows(2) {
             // The next chunk starts with words the previous one ended with.
@@ -264,7 +367,9 @@ mod tests {
         let tokenizer = cl100k();
         let budget = TokenBudget::new(32, 0, 8191).expect("budget");
         let text = long_text(40);
-        let chunks = split(&doc(Format::Text, vec![(&text, Location::Whole)]), &tokenizer, budget);
+        let chunks =
+            split(&doc(Format::Text, vec![(&text, Location::Whole)]), &tokenizer, budget, ChunkLimits::unbounded())
+                .expect("split");
         let joined: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         assert_eq!(crate::hash::normalise(&joined.join(" ")), crate::hash::normalise(&text));
     }
@@ -277,7 +382,9 @@ mod tests {
             &doc(Format::Pdf, vec![("First page words.", Location::Page(1)), (&long_text(10), Location::Page(2))]),
             &tokenizer,
             budget,
-        );
+            ChunkLimits::unbounded(),
+        )
+        .expect("split");
         assert_eq!(chunks[0].text, "First page words.");
         assert_eq!(chunks[0].metadata, serde_json::json!({"page": 1}));
         assert!(chunks[1..].iter().all(|c| c.metadata == serde_json::json!({"page": 2})));
@@ -293,9 +400,36 @@ mod tests {
         let list = "- first item about refunds and credits\n- second item about refunds and credits";
         let text = format!("{paragraph}\n\n{list}");
         assert!(tokenizer.count(&text) > 40 && tokenizer.count(&paragraph) <= 40 && tokenizer.count(list) <= 40);
-        let chunks = split(&doc(Format::Markdown, vec![(&text, Location::Whole)]), &tokenizer, budget);
+        let chunks =
+            split(&doc(Format::Markdown, vec![(&text, Location::Whole)]), &tokenizer, budget, ChunkLimits::unbounded())
+                .expect("split");
         let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(texts, vec![paragraph.as_str(), list]);
+    }
+
+    #[test]
+    fn blocks_cut_at_the_best_boundary_and_lose_nothing() {
+        let text = format!("{}\n\n{}", "a".repeat(70), "b. c d ".repeat(20));
+        let cut: Vec<&str> = blocks(&text, 100).collect();
+        assert_eq!(cut.concat(), text);
+        assert_eq!(cut[0], format!("{}\n\n", "a".repeat(70)));
+        assert!(cut.iter().all(|b| b.len() <= 100));
+        let run = "é".repeat(300);
+        let cut: Vec<&str> = blocks(&run, 101).collect();
+        assert_eq!(cut.concat(), run, "an unbreakable run is cut at character boundaries");
+        assert!(cut.iter().all(|b| b.len() <= 101));
+    }
+
+    #[test]
+    fn the_chunk_cap_and_the_deadline_stop_splitting() {
+        let tokenizer = cl100k();
+        let budget = TokenBudget::new(32, 0, 8191).expect("budget");
+        let text = long_text(400);
+        let capped = ChunkLimits { max_chunks: 5, deadline: None };
+        let d = doc(Format::Text, vec![(&text, Location::Whole)]);
+        assert_eq!(split(&d, &tokenizer, budget, capped), Err(ChunkError::TooManyChunks(5)));
+        let late = ChunkLimits { max_chunks: usize::MAX, deadline: Some(Instant::now()) };
+        assert_eq!(split(&d, &tokenizer, budget, late), Err(ChunkError::TimedOut));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use crate::chunk::{BudgetError, TokenBudget};
 use crate::embed::EmbedConfig;
-use crate::extract::PdfLimits;
+use crate::extract::ExtractLimits;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -45,9 +45,25 @@ pub struct Config {
     #[arg(long, env = "KB_CHUNK_OVERLAP", default_value_t = 32, global = true)]
     pub chunk_overlap: usize,
 
-    /// Seconds the PDF parser may run on one file before it is stopped.
-    #[arg(long, env = "KB_PDF_TIMEOUT_SECS", default_value_t = 60, global = true)]
-    pub pdf_timeout_secs: u64,
+    /// Seconds extracting and chunking one document may take before it is stopped and fails.
+    #[arg(long, env = "KB_EXTRACT_TIMEOUT_SECS", default_value_t = 60, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub extract_timeout_secs: u64,
+
+    /// Memory (address space, MiB) of the process that parses PDF, HTML and large documents.
+    #[arg(long, env = "KB_EXTRACT_MAX_MEMORY_MB", default_value_t = 1024, global = true,
+          value_parser = clap::value_parser!(u64).range(64..))]
+    pub extract_max_memory_mb: u64,
+
+    /// Most chunks one document may have; a document with more fails.
+    #[arg(long, env = "KB_MAX_CHUNKS_PER_DOCUMENT", default_value_t = 20_000, global = true)]
+    pub max_chunks_per_document: usize,
+
+    /// Wall-clock limit of one document's processing (extraction, embedding, writing); a
+    /// document that takes longer fails, and its job's lease is not renewed past it.
+    #[arg(long, env = "KB_JOB_TIMEOUT_SECS", default_value_t = 1800, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_timeout_secs: u64,
 
     /// Documents processed at once.
     #[arg(long, env = "KB_PARALLELISM", default_value_t = default_parallelism(), global = true)]
@@ -86,7 +102,16 @@ impl Config {
         cfg
     }
 
-    pub fn pdf_limits(&self) -> PdfLimits {
-        PdfLimits { timeout: Duration::from_secs(self.pdf_timeout_secs), ..PdfLimits::default() }
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_secs)
+    }
+
+    pub fn extract_limits(&self) -> ExtractLimits {
+        ExtractLimits {
+            worker: None,
+            timeout: Duration::from_secs(self.extract_timeout_secs),
+            max_memory_bytes: self.extract_max_memory_mb.saturating_mul(1024 * 1024),
+            max_chunks: self.max_chunks_per_document.max(1),
+        }
     }
 }

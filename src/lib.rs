@@ -3,7 +3,6 @@
 //! Data flow: `extract` -> `chunk` -> `hash` -> `embed` -> `ingest` -> `store` <- `search` <- `cli`.
 //! `extract`, `chunk` and `hash` are pure; everything that touches the database lives in `store`.
 
-pub mod app;
 pub mod chunk;
 pub mod cli;
 pub mod cluster;
@@ -13,5 +12,6 @@ pub mod extract;
 pub mod hash;
 pub mod http;
 pub mod ingest;
+pub mod runtime;
 pub mod search;
 pub mod store;

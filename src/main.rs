@@ -11,9 +11,9 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // The PDF parser runs in a child process of this same binary (see extract::pdf).
-    if std::env::args_os().nth(1).is_some_and(|a| a == kb::extract::pdf::WORKER_ARG) {
-        return kb::extract::pdf::child_main();
+    // The PDF and HTML parsers run in a child process of this same binary (extract::worker).
+    if std::env::args_os().nth(1).is_some_and(|a| a == kb::extract::worker::WORKER_ARG) {
+        return kb::extract::worker::child_main();
     }
     let cli = kb::cli::Cli::parse();
     let filter = EnvFilter::try_from_env("KB_LOG").unwrap_or_else(|_| EnvFilter::new("warn,kb=info"));
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cli.run()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

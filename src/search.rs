@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::embed::{EmbedError, Embedder};
 use crate::store::{self, Role};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Nearest chunks by cosine similarity.

@@ -6,7 +6,7 @@
 
 use kb::chunk::TokenBudget;
 use kb::cluster::Cluster;
-use kb::extract::{Format, PdfLimits, extract};
+use kb::extract::{ExtractLimits, Format, extract};
 use kb::store::{self, chunks::NewChunk, documents, index::IndexMethod, users};
 use pgvector::Vector;
 use sqlx::PgPool;
@@ -46,7 +46,7 @@ pub async fn bench_db(model: &str, dimensions: usize) -> BenchDb {
 }
 
 impl BenchDb {
-    /// A new `processing` document in the bench bucket.
+    /// A new `ready` document in the bench bucket, without chunks.
     pub async fn document(&self, path: &str) -> Uuid {
         let mut conn = self.pool.acquire().await.expect("conn");
         let new = documents::NewDocument {
@@ -59,7 +59,7 @@ impl BenchDb {
             content_hash: path,
             created_by: self.owner,
         };
-        documents::start_processing(&mut conn, &new).await.expect("doc")
+        documents::insert_ready(&mut conn, &new).await.expect("doc")
     }
 }
 
@@ -121,8 +121,18 @@ pub async fn sample_embeddings(embedder: &dyn kb::embed::Embedder) -> Vec<Vec<f3
         if format == Format::Pdf {
             continue;
         }
-        let doc = extract(format, &std::fs::read(&path).expect("read"), &PdfLimits::default()).expect("extract");
-        texts.extend(kb::chunk::split(&doc, &embedder.tokenizer(), budget).into_iter().map(|c| c.text));
+        let doc = extract(
+            format,
+            &std::fs::read(&path).expect("read"),
+            &ExtractLimits { worker: Some(env!("CARGO_BIN_EXE_kb").into()), ..ExtractLimits::default() },
+        )
+        .expect("extract");
+        texts.extend(
+            kb::chunk::split(&doc, &embedder.tokenizer(), budget, kb::chunk::ChunkLimits::unbounded())
+                .expect("split")
+                .into_iter()
+                .map(|c| c.text),
+        );
     }
     embedder.embed(&texts).await.expect("embed chunks")
 }

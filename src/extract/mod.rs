@@ -1,21 +1,28 @@
 //! Text extraction: source bytes of a supported format -> sections of plain text, each with
-//! its provenance (PDF page, markdown/HTML heading path). Pure: no database, no network; the
-//! PDF parser runs in a child process (see `pdf`).
+//! its provenance (PDF page, markdown/HTML heading path). Pure: no database, no network. The
+//! PDF and HTML parsers, and any large document, run in a child process under time and
+//! memory limits (see `worker`).
 
 mod html;
 mod markdown;
 mod outline;
-pub mod pdf;
+mod pdf;
 mod text;
+pub mod worker;
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use pdf::PdfLimits;
+pub use worker::ExtractLimits;
+
+/// Documents up to this size in formats whose parsers are linear (plain text, markdown) are
+/// extracted in process; larger ones, and every PDF and HTML file, in the worker.
+pub const IN_PROCESS_MAX_BYTES: usize = 1024 * 1024;
 
 /// A supported document format, recognised by file extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
     Text,
     Markdown,
@@ -48,7 +55,7 @@ impl Format {
 }
 
 /// Where a section's text came from inside its document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Location {
     Whole,
     Page(u32),
@@ -68,14 +75,14 @@ impl Location {
 }
 
 /// A run of text that chunks are cut from; chunks never cross sections.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Section {
     pub text: String,
     pub location: Location,
 }
 
 /// What extraction found in one document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extracted {
     pub format: Format,
     /// The document's own title (markdown H1, HTML `<title>`), if it has one.
@@ -91,7 +98,7 @@ impl Extracted {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExtractError {
     #[error("unsupported file type {0:?}: kb reads .txt, .md, .html and .pdf")]
     Unsupported(String),
@@ -103,19 +110,30 @@ pub enum ExtractError {
     Empty,
     #[error("the PDF could not be read: {0}")]
     Pdf(String),
-    #[error("the PDF parser did not finish within {0} seconds")]
-    PdfTimeout(u64),
-    #[error("the PDF parser crashed ({0})")]
-    PdfCrashed(String),
+    #[error("extracting the text did not finish within {0} seconds")]
+    Timeout(u64),
+    #[error("the text extractor crashed ({0})")]
+    Crashed(String),
+    #[error("the extracted text is larger than {0} MiB")]
+    TooLarge(u64),
+    #[error("the document has more than {0} chunks, the limit per document")]
+    TooManyChunks(usize),
 }
 
-/// Extracts the text of a document of the given format.
-pub fn extract(format: Format, bytes: &[u8], pdf: &PdfLimits) -> Result<Extracted, ExtractError> {
+/// Extracts the text of a document of the given format, in the worker process where the
+/// format or the size calls for it.
+pub fn extract(format: Format, bytes: &[u8], limits: &ExtractLimits) -> Result<Extracted, ExtractError> {
+    let isolate = matches!(format, Format::Pdf | Format::Html) || bytes.len() > IN_PROCESS_MAX_BYTES;
+    if isolate { worker::extract(format, bytes, limits) } else { extract_here(format, bytes) }
+}
+
+/// Extracts in this process: what the worker runs, and small text and markdown files.
+fn extract_here(format: Format, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let extracted = match format {
         Format::Text => text::extract(bytes)?,
         Format::Markdown => markdown::extract(bytes)?,
         Format::Html => html::extract(bytes)?,
-        Format::Pdf => pdf::extract(bytes, pdf)?,
+        Format::Pdf => pdf::extract(bytes)?,
     };
     if extracted.sections.iter().all(|s| s.text.trim().is_empty()) {
         return Err(ExtractError::Empty);
@@ -136,10 +154,6 @@ fn decode_text(bytes: &[u8]) -> Result<&str, ExtractError> {
 mod tests {
     use super::*;
 
-    fn limits() -> PdfLimits {
-        PdfLimits::default()
-    }
-
     #[test]
     fn formats_are_recognised_by_extension_in_any_case() {
         assert_eq!(Format::from_path(Path::new("a/b.MD")), Some(Format::Markdown));
@@ -152,24 +166,24 @@ mod tests {
 
     #[test]
     fn nul_bytes_mean_binary() {
-        assert_eq!(extract(Format::Text, b"abc\0def", &limits()), Err(ExtractError::Binary));
+        assert_eq!(extract_here(Format::Text, b"abc\0def"), Err(ExtractError::Binary));
     }
 
     #[test]
     fn invalid_utf8_reports_the_offset() {
-        assert_eq!(extract(Format::Markdown, b"# ok\nfine \xff\xfe", &limits()), Err(ExtractError::InvalidUtf8(10)));
+        assert_eq!(extract_here(Format::Markdown, b"# ok\nfine \xff\xfe"), Err(ExtractError::InvalidUtf8(10)));
     }
 
     #[test]
     fn whitespace_only_is_empty() {
-        assert_eq!(extract(Format::Text, b"  \n\t\n", &limits()), Err(ExtractError::Empty));
-        assert_eq!(extract(Format::Text, b"", &limits()), Err(ExtractError::Empty));
-        assert_eq!(extract(Format::Html, b"<html><script>x()</script></html>", &limits()), Err(ExtractError::Empty));
+        assert_eq!(extract_here(Format::Text, b"  \n\t\n"), Err(ExtractError::Empty));
+        assert_eq!(extract_here(Format::Text, b""), Err(ExtractError::Empty));
+        assert_eq!(extract_here(Format::Html, b"<html><script>x()</script></html>"), Err(ExtractError::Empty));
     }
 
     #[test]
     fn a_byte_order_mark_is_dropped() {
-        let doc = extract(Format::Text, b"\xEF\xBB\xBFhello", &limits()).expect("text");
+        let doc = extract_here(Format::Text, b"\xEF\xBB\xBFhello").expect("text");
         assert_eq!(doc.text(), "hello");
     }
 
@@ -181,11 +195,11 @@ mod tests {
     #[test]
     fn hostile_text_fixtures_get_clear_errors_in_every_text_format() {
         for format in [Format::Text, Format::Markdown, Format::Html] {
-            assert_eq!(extract(format, &hostile("empty.txt"), &limits()), Err(ExtractError::Empty));
-            assert_eq!(extract(format, &hostile("binary.txt"), &limits()), Err(ExtractError::Binary));
+            assert_eq!(extract_here(format, &hostile("empty.txt")), Err(ExtractError::Empty));
+            assert_eq!(extract_here(format, &hostile("binary.txt")), Err(ExtractError::Binary));
             let invalid = hostile("invalid-utf8.md");
             let first_bad = invalid.iter().position(|&b| b == 0xff).expect("has an invalid byte");
-            assert_eq!(extract(format, &invalid, &limits()), Err(ExtractError::InvalidUtf8(first_bad)));
+            assert_eq!(extract_here(format, &invalid), Err(ExtractError::InvalidUtf8(first_bad)));
         }
     }
 

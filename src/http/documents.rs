@@ -19,6 +19,7 @@ use super::auth::Caller;
 use super::error::{ApiError, JsonBody, Path};
 use super::{AppState, Limits};
 use crate::extract::Format;
+use crate::ingest::QuotaError;
 use crate::store::documents::{self, DocumentRecord};
 use crate::store::{buckets, jobs};
 
@@ -29,16 +30,24 @@ pub fn router(limits: &Limits) -> Router<AppState> {
             get(list).post(upload).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
         )
         .route("/v1/documents/{id}", get(read).delete(remove))
+        .route(
+            "/v1/documents/{id}/content",
+            axum::routing::put(replace).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
+        )
         .route("/v1/documents/{id}/reingest", post(reingest))
         .route("/v1/documents/{id}/events", get(events))
 }
 
-/// The answer to an accepted upload or re-ingestion.
+/// The answer to an upload or re-ingestion.
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     pub id: Uuid,
     pub bucket_id: Uuid,
     pub status: &'static str,
+    /// `queued` (202: a new version is processed; a ready document stays searchable with its
+    /// current one meanwhile), `unchanged` (200: the bytes are the ready version) or
+    /// `duplicate` (200: another ready document of the bucket has these bytes; `id` is it).
+    pub outcome: &'static str,
     /// Where to follow the document's status.
     pub events: String,
 }
@@ -51,17 +60,23 @@ pub struct UploadJson {
     pub content: String,
     #[serde(default)]
     pub file_name: Option<String>,
+    /// The document's key in its bucket; defaults to `file_name`.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// An upload, whole in memory, checked before any database work.
 struct UploadedFile {
+    /// The document's key in its bucket: the client's path (or file name as sent).
+    key: String,
     file_name: String,
     format: Format,
-    title: String,
+    title: Option<String>,
     body: Bytes,
 }
 
 const MAX_FILE_NAME: usize = 255;
+const MAX_KEY: usize = 1024;
 
 /// The base name of a client-given file name, without any directory part.
 fn base_name(name: &str) -> Result<String, ApiError> {
@@ -73,6 +88,20 @@ fn base_name(name: &str) -> Result<String, ApiError> {
         return Err(ApiError::InvalidInput("the file name is too long or has control characters".into()));
     }
     Ok(base.to_string())
+}
+
+/// A document key from a client-given path: `/`-separated, relative, without `.` or `..`
+/// parts. Two files that share a base name in different folders are two documents.
+fn document_key(path: &str) -> Result<String, ApiError> {
+    let parts: Vec<&str> = path.split(['/', '\\']).map(str::trim).filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return Err(ApiError::InvalidInput("the document path must name a file, without `..`".into()));
+    }
+    let key = parts.join("/");
+    if key.len() > MAX_KEY || key.chars().any(char::is_control) {
+        return Err(ApiError::InvalidInput("the document path is too long or has control characters".into()));
+    }
+    Ok(format!("upload/{key}"))
 }
 
 fn format_of(file_name: &str) -> Result<Format, ApiError> {
@@ -95,17 +124,19 @@ fn content_type_fits(format: Format, content_type: &str) -> bool {
     }
 }
 
-fn default_title(file_name: &str) -> String {
-    crate::ingest::Source::named(file_name, None).default_title()
+fn given_title(title: Option<String>) -> Option<String> {
+    title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<UploadedFile, ApiError> {
     let mut file = None;
     let mut title = None;
+    let mut path = None;
     while let Some(field) = multipart.next_field().await? {
         match field.name() {
             Some("file") => {
-                let name = base_name(field.file_name().unwrap_or(""))?;
+                let sent = field.file_name().unwrap_or("").to_string();
+                let name = base_name(&sent)?;
                 let format = format_of(&name)?;
                 if let Some(content_type) = field.content_type()
                     && !content_type_fits(format, content_type)
@@ -114,42 +145,40 @@ async fn read_multipart(mut multipart: Multipart) -> Result<UploadedFile, ApiErr
                         "content type {content_type:?} does not match the file {name:?}"
                     )));
                 }
-                file = Some((name, format, field.bytes().await?));
+                file = Some((sent, name, format, field.bytes().await?));
             }
             Some("title") => title = Some(field.text().await?),
+            Some("path") => path = Some(field.text().await?),
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "unexpected form field {:?}: send `file` and optionally `title`",
+                    "unexpected form field {:?}: send `file` and optionally `title` and `path`",
                     other.unwrap_or("")
                 )));
             }
         }
     }
-    let (file_name, format, body) = file.ok_or_else(|| ApiError::BadRequest("the form has no `file` field".into()))?;
-    let title = title.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default_title(&file_name));
-    Ok(UploadedFile { file_name, format, title, body })
+    let (sent, file_name, format, body) =
+        file.ok_or_else(|| ApiError::BadRequest("the form has no `file` field".into()))?;
+    let key = document_key(path.as_deref().unwrap_or(&sent))?;
+    Ok(UploadedFile { key, file_name, format, title: given_title(title), body })
 }
 
 fn from_json(body: UploadJson) -> Result<UploadedFile, ApiError> {
-    // Without a file name each JSON upload is a new document (documents are keyed by name).
-    let file_name = match &body.file_name {
-        Some(name) => base_name(name)?,
-        None => format!("{}.txt", Uuid::new_v4()),
+    // Without a file name or path each JSON upload is a new document.
+    let file_name = match (&body.file_name, &body.path) {
+        (Some(name), _) | (None, Some(name)) => base_name(name)?,
+        (None, None) => format!("{}.txt", Uuid::new_v4()),
     };
     let format = format_of(&file_name)?;
     if format == Format::Pdf {
         return Err(ApiError::UnsupportedMediaType("a PDF must be uploaded as multipart/form-data".into()));
     }
-    let title = body.title.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| default_title(&file_name));
-    Ok(UploadedFile { file_name, format, title, body: Bytes::from(body.content) })
+    let key = document_key(body.path.as_deref().or(body.file_name.as_deref()).unwrap_or(&file_name))?;
+    Ok(UploadedFile { key, file_name, format, title: given_title(body.title), body: Bytes::from(body.content) })
 }
 
-async fn upload(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(bucket_id): Path<Uuid>,
-    request: Request,
-) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Accepted>), ApiError> {
+/// Reads an upload body: multipart/form-data (`file`, `title`, `path`) or JSON.
+async fn read_upload(state: &AppState, request: Request) -> Result<UploadedFile, ApiError> {
     let mime = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -157,18 +186,58 @@ async fn upload(
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    match mime.as_str() {
+        "multipart/form-data" => read_multipart(Multipart::from_request(request, state).await?).await,
+        "application/json" => from_json(JsonBody::<UploadJson>::from_request(request, state).await?.0),
+        _ => Err(ApiError::UnsupportedMediaType(
+            "upload as multipart/form-data (file, title, path) or application/json (content, file_name, path, title)"
+                .into(),
+        )),
+    }
+}
+
+type UploadResponse = (StatusCode, [(header::HeaderName, String); 1], Json<Accepted>);
+
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bucket_id): Path<Uuid>,
+    request: Request,
+) -> Result<UploadResponse, ApiError> {
     // The whole body is read before the transaction starts: an interrupted upload fails
     // here with nothing written, and a slow client never holds a database connection.
-    let file = match mime.as_str() {
-        "multipart/form-data" => read_multipart(Multipart::from_request(request, &state).await?).await?,
-        "application/json" => from_json(JsonBody::<UploadJson>::from_request(request, &state).await?.0)?,
-        _ => {
-            return Err(ApiError::UnsupportedMediaType(
-                "upload as multipart/form-data (file, title) or application/json (title, content, file_name)".into(),
-            ));
-        }
-    };
+    let file = read_upload(&state, request).await?;
+    submit(&state, caller, bucket_id, file, None).await
+}
 
+/// A new version of a document named by its id.
+async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    request: Request,
+) -> Result<UploadResponse, ApiError> {
+    let mut file = read_upload(&state, request).await?;
+    let mut tx = caller.begin(&state.pool).await?;
+    let document = documents::document_by_id(&mut tx, id).await?.ok_or(ApiError::NotFound("document"))?;
+    tx.commit().await?;
+    let key = document.upload_path.ok_or_else(|| ApiError::Conflict("the document has no key".into()))?;
+    if format_of(&file.file_name)? != format_of(document.file_name.as_deref().unwrap_or(""))? {
+        return Err(ApiError::UnsupportedMediaType("a new version must have the same file type".into()));
+    }
+    file.key = key;
+    submit(&state, caller, document.bucket_id, file, Some(id)).await
+}
+
+/// Stores the upload as a version of the document under its key, within the caller's quotas,
+/// and commits before answering.
+async fn submit(
+    state: &AppState,
+    caller: Caller,
+    bucket_id: Uuid,
+    file: UploadedFile,
+    expect: Option<Uuid>,
+) -> Result<UploadResponse, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     let bucket = buckets::bucket_by_id(&mut tx, bucket_id).await?.ok_or(ApiError::NotFound("bucket"))?;
     if bucket.embedding_model != state.embedder.model() {
@@ -178,23 +247,37 @@ async fn upload(
             state.embedder.model()
         )));
     }
-    // The service role has no user of its own: it uploads on the bucket owner's behalf.
-    let uploaded_by = if caller.is_service() { bucket.created_by } else { caller.user };
-    let upload = jobs::Upload {
+    let usage = jobs::usage(&mut tx, bucket.created_by).await?;
+    let new_document = documents::document_id_by_key(&mut tx, bucket_id, &file.key).await?.is_none();
+    let adding = i64::try_from(file.body.len()).unwrap_or(i64::MAX);
+    state.limits.quotas.check(&usage, adding, new_document).map_err(|e| match e {
+        QuotaError::StoredBytes { .. } => ApiError::StorageQuotaExceeded(e.to_string()),
+        QuotaError::Documents { .. } | QuotaError::ActiveJobs { .. } => ApiError::QuotaExceeded(e.to_string()),
+    })?;
+    let submission = documents::Submission {
         bucket_id,
-        title: &file.title,
+        key: &file.key,
         file_name: &file.file_name,
         file_type: Some(file.format.as_str()),
         body: &file.body,
-        uploaded_by,
+        title: file.title.as_deref(),
     };
-    let id = jobs::submit_upload(&mut tx, &upload).await?;
+    let submitted = documents::submit(&mut tx, &submission).await?;
     tx.commit().await?;
     metrics::counter!(super::metrics::UPLOADS, "format" => file.format.as_str()).increment(1);
-    tracing::info!(document = %id, bucket = %bucket_id, bytes = file.body.len(), "upload accepted");
+    let id = submitted.document_id();
+    tracing::info!(document = %id, bucket = %bucket_id, bytes = file.body.len(), ?submitted, "upload accepted");
+    if let (Some(expected), documents::Submitted::Duplicate { .. }) = (expect, submitted) {
+        tracing::info!(document = %expected, duplicate_of = %id, "the new version duplicates another document");
+    }
+    let (code, status, outcome) = match submitted {
+        documents::Submitted::Queued { .. } => (StatusCode::ACCEPTED, "processing", "queued"),
+        documents::Submitted::Unchanged { .. } => (StatusCode::OK, "ready", "unchanged"),
+        documents::Submitted::Duplicate { .. } => (StatusCode::OK, "ready", "duplicate"),
+    };
     let events = format!("/v1/documents/{id}/events");
     let location = [(header::LOCATION, format!("/v1/documents/{id}"))];
-    Ok((StatusCode::ACCEPTED, location, Json(Accepted { id, bucket_id, status: "processing", events })))
+    Ok((code, location, Json(Accepted { id, bucket_id, status, outcome, events })))
 }
 
 async fn list(
@@ -229,6 +312,8 @@ async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<Uu
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Processes the document's current version again (or its failed pending one); a ready
+/// document stays searchable meanwhile.
 async fn reingest(
     State(state): State<AppState>,
     caller: Caller,
@@ -236,22 +321,20 @@ async fn reingest(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     let document = documents::document_by_id(&mut tx, id).await?.ok_or(ApiError::NotFound("document"))?;
-    if !documents::has_source(&mut tx, id).await? {
-        return Err(ApiError::Conflict(
-            "the document has no stored upload to process again (it was ingested from files)".into(),
-        ));
-    }
-    if !documents::mark_processing(&mut tx, id).await? {
-        return Err(ApiError::NotFound("document"));
-    }
-    jobs::enqueue(&mut tx, id).await?;
+    jobs::enqueue(&mut tx, id).await.map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("55000") => {
+            ApiError::Conflict("the document has no stored bytes to process again".into())
+        }
+        _ => e.into(),
+    })?;
     tx.commit().await?;
     let events = format!("/v1/documents/{id}/events");
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id, bucket_id: document.bucket_id, status: "processing", events })))
+    let status = if document.status == "ready" { "ready" } else { "processing" };
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id, bucket_id: document.bucket_id, status, outcome: "queued", events })))
 }
 
 /// A document's status as the caller sees it (None: gone or not theirs).
-async fn status_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Option<(String, Option<String>)>, ApiError> {
+async fn status_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Option<documents::StatusView>, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     let status = documents::document_status(&mut tx, id).await?;
     tx.commit().await?;
@@ -265,14 +348,16 @@ struct Watch {
     state: AppState,
     caller: Caller,
     id: Uuid,
-    next: Option<Option<(String, Option<String>)>>,
-    last: Option<String>,
+    next: Option<Option<documents::StatusView>>,
+    last: Option<documents::StatusView>,
     done: bool,
     failures: u32,
 }
 
-fn status_event(id: Uuid, status: &str, error: Option<&str>) -> Event {
-    let data = serde_json::json!({ "id": id, "status": status, "processing_error": error });
+fn status_event(id: Uuid, view: &documents::StatusView) -> Event {
+    let data = serde_json::json!({
+        "id": id, "status": view.status, "processing": view.processing, "processing_error": view.processing_error
+    });
     Event::default().event("status").data(data.to_string())
 }
 
@@ -317,17 +402,18 @@ async fn events(
                     }
                 }
             };
-            let Some((status, error)) = current else {
+            let Some(view) = current else {
                 w.done = true;
                 let event = Event::default().event("deleted").data(serde_json::json!({ "id": w.id }).to_string());
                 return Some((Ok(event), w));
             };
-            if w.last.as_deref() == Some(status.as_str()) {
+            if w.last.as_ref() == Some(&view) {
                 continue;
             }
-            w.done = status != "processing";
-            let event = status_event(w.id, &status, error.as_deref());
-            w.last = Some(status);
+            // Ends once no version is being processed: ready with it, or failed.
+            w.done = !view.processing;
+            let event = status_event(w.id, &view);
+            w.last = Some(view);
             return Some((Ok(event), w));
         }
     });
@@ -343,6 +429,16 @@ mod tests {
         assert_eq!(base_name("../../etc/passwd.txt").expect("test step"), "passwd.txt");
         assert_eq!(base_name("C:\\docs\\a.md").expect("test step"), "a.md");
         assert!(base_name("dir/").is_err());
+    }
+
+    #[test]
+    fn files_in_different_folders_are_different_documents() {
+        assert_eq!(document_key("docs/a/README.md").expect("key"), "upload/docs/a/README.md");
+        assert_ne!(document_key("docs/a/README.md").expect("a"), document_key("docs/b/README.md").expect("b"));
+        assert_eq!(document_key("/docs//./a\\README.md").expect("key"), "upload/docs/a/README.md");
+        assert!(document_key("../etc/passwd").is_err());
+        assert!(document_key("a/../../b.md").is_err());
+        assert!(document_key(" / ").is_err());
     }
 
     #[test]

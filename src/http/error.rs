@@ -37,6 +37,12 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A per-user quota of documents or queued jobs is used up.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The per-user quota of stored bytes would be exceeded.
+    #[error("{0}")]
+    StorageQuotaExceeded(String),
     #[error("the server is at its concurrency limit; retry shortly")]
     Overloaded,
     #[error("the request took too long")]
@@ -68,6 +74,8 @@ impl ApiError {
             ApiError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StorageQuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded | ApiError::Timeout | ApiError::EmbeddingUnavailable | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -88,6 +96,8 @@ impl ApiError {
             ApiError::InvalidInput(_) => "invalid_input",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::QuotaExceeded(_) => "quota_exceeded",
+            ApiError::StorageQuotaExceeded(_) => "storage_quota_exceeded",
             ApiError::Overloaded => "overloaded",
             ApiError::Timeout => "timeout",
             ApiError::EmbeddingUnavailable => "embedding_unavailable",

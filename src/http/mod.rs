@@ -52,6 +52,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Longest shutdown waits for in-flight requests (and status streams) to finish.
     pub shutdown_grace: Duration,
+    /// What one user's uploads may hold.
+    pub quotas: crate::ingest::Quotas,
 }
 
 impl Default for Limits {
@@ -63,6 +65,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            quotas: crate::ingest::Quotas::default(),
         }
     }
 }

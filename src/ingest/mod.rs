@@ -1,31 +1,35 @@
-//! Ingestion: source files -> `ready` (or `failed`) documents with embedded chunks.
+//! Ingestion: source bytes -> `ready` (or `failed`) documents with embedded chunks.
 //!
-//! Per document: record it as `processing` (committed first, so it is never lost) -> extract,
-//! split and hash on the rayon pool -> reuse the vectors of chunks already embedded in the
-//! bucket with the same hash and model -> embed the rest in batches -> write every chunk and
-//! mark the document `ready` in one transaction. Any failure marks it `failed` with the
-//! reason and leaves no chunks. All reads and writes act as the bucket's owner under RLS.
+//! Per document: submit its bytes as a pending version (`store::documents::submit`: unchanged,
+//! duplicate, or queued with a job; committed first, so it is never lost) -> a worker claims
+//! the job (`job`) -> extract, split and hash, bounded in time and memory (`prepare`) -> reuse
+//! the vectors of chunks already embedded in the bucket with the same hash and model -> embed
+//! the rest in batches -> swap the version's chunks in and make it ready in one transaction.
+//! A failure fails the version; a document that was ready stays ready with its old content.
+//! HTTP uploads and `kb ingest` take the same path: the command line runs the jobs it queued.
 
+pub mod job;
 pub mod prepare;
+pub mod quota;
 pub mod sources;
 pub mod worker;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use pgvector::Vector;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::chunk::TokenBudget;
 use crate::embed::{EmbedError, Embedder};
-use crate::extract::{ExtractError, PdfLimits};
-use crate::store::{self, Bucket, Role, chunks::NewChunk, documents};
+use crate::extract::{ExtractError, ExtractLimits};
+use crate::store::{self, Bucket, Role, documents};
 
+pub use job::{Pass, WorkerSettings};
 pub use prepare::Prepared;
+pub use quota::{QuotaError, Quotas};
 pub use sources::{Source, SourceError, collect};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,8 @@ pub enum IngestError {
     Panicked(String),
     #[error("the document was replaced while it was processed; the newer version is processed next")]
     Superseded,
+    #[error("the job's lease was lost to another worker")]
+    LeaseLost,
 }
 
 /// Connection loss, serialization failures and deadlocks, lack of resources, shutdowns and
@@ -77,7 +83,7 @@ impl IngestError {
         match self {
             IngestError::Embed(e) => e.is_retryable(),
             IngestError::Database(e) => is_transient_database_error(e),
-            IngestError::Worker | IngestError::Superseded => true,
+            IngestError::Worker | IngestError::Superseded | IngestError::LeaseLost => true,
             IngestError::Extract(_)
             | IngestError::EmbeddingShape { .. }
             | IngestError::Read(_)
@@ -158,19 +164,49 @@ pub struct Pipeline {
     pub pool: PgPool,
     pub embedder: Arc<dyn Embedder>,
     pub budget: TokenBudget,
-    pub pdf: PdfLimits,
+    pub extract: ExtractLimits,
     /// Documents processed at once.
     pub parallelism: usize,
 }
 
 impl Pipeline {
-    /// Ingests `sources` into `bucket`, acting as `owner`. Every source ends in the summary;
-    /// a failing document never stops the others.
-    pub async fn ingest(&self, owner: Uuid, bucket: &Bucket, sources: Vec<Source>, progress: &dyn Progress) -> Summary {
+    /// Extracts, splits and hashes a version's bytes on the rayon pool, within the
+    /// extraction limits (time, memory, chunks).
+    pub async fn prepare(&self, source: &Source, bytes: Vec<u8>) -> Result<Prepared, IngestError> {
+        let (format, extension) = (source.format, source.extension());
+        let tokenizer = self.embedder.tokenizer();
+        let (budget, limits) = (self.budget, self.extract.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            // A panic on a rayon thread aborts the process: catch it, so a document that
+            // trips a parser bug fails alone.
+            let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prepare::prepare(format, &extension, &bytes, &tokenizer, budget, &limits)
+            }));
+            let _ = tx.send(prepared.map_err(|panic| panic_message(panic.as_ref())));
+        });
+        match rx.await {
+            Ok(Ok(prepared)) => Ok(prepared?),
+            Ok(Err(message)) => Err(IngestError::Panicked(message)),
+            Err(_) => Err(IngestError::Worker),
+        }
+    }
+
+    /// Ingests `sources` into `bucket`, acting as `owner`, and runs the jobs this queues
+    /// (leased as `settings` says). Every source ends in the summary; a failing document
+    /// never stops the others.
+    pub async fn ingest(
+        &self,
+        owner: Uuid,
+        bucket: &Bucket,
+        sources: Vec<Source>,
+        settings: &WorkerSettings,
+        progress: &dyn Progress,
+    ) -> Summary {
         let started = Instant::now();
         let mut summary = Summary { bucket_id: bucket.id, ..Summary::default() };
         let mut reports = futures::stream::iter(sources)
-            .map(|source| self.ingest_one(owner, bucket, source))
+            .map(|source| self.ingest_one(owner, bucket, source, settings))
             .buffer_unordered(self.parallelism.max(1));
         while let Some(report) = reports.next().await {
             progress.document_done(&report);
@@ -182,31 +218,23 @@ impl Pipeline {
     }
 
     #[tracing::instrument(skip_all, fields(path = %source.path.display()))]
-    async fn ingest_one(&self, owner: Uuid, bucket: &Bucket, source: Source) -> DocumentReport {
+    async fn ingest_one(
+        &self,
+        owner: Uuid,
+        bucket: &Bucket,
+        source: Source,
+        settings: &WorkerSettings,
+    ) -> DocumentReport {
         let path = source.path.display().to_string();
-        let (document_id, outcome) = match self.try_ingest(owner, bucket, &source).await {
+        let (document_id, outcome) = match self.try_ingest(owner, bucket, &source, settings).await {
             Ok(done) => done,
             Err((document_id, error)) => {
-                // A superseded document is not failed: its newer version is on its way.
-                let superseded = matches!(error, IngestError::Superseded);
                 let error = error.to_string();
                 tracing::warn!(%error, "document failed");
-                if let Some(id) = document_id
-                    && !superseded
-                    && let Err(e) = self.record_failure(owner, id, &error).await
-                {
-                    tracing::error!(error = %e, "could not mark the document failed");
-                }
                 (document_id, Outcome::Failed { error })
             }
         };
         DocumentReport { path, document_id, outcome }
-    }
-
-    async fn record_failure(&self, owner: Uuid, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
-        let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
-        documents::mark_failed(&mut tx, id, error).await?;
-        tx.commit().await
     }
 
     async fn try_ingest(
@@ -214,154 +242,74 @@ impl Pipeline {
         owner: Uuid,
         bucket: &Bucket,
         source: &Source,
+        settings: &WorkerSettings,
     ) -> Result<(Option<Uuid>, Outcome), (Option<Uuid>, IngestError)> {
         let bytes = tokio::fs::read(&source.path).await.map_err(|e| (None, IngestError::Read(e)))?;
-        let source_hash = crate::hash::bytes_hash(&bytes);
-        let upload_path = source.path.display().to_string();
-
-        let id = {
-            let started = async {
-                let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
-                // The source file stays on disk: if a crash loses this commit, nothing is lost
-                // that the next run will not redo, so it need not wait for its WAL flush.
-                store::relax_durability(&mut tx).await?;
-                if let Some(doc) = documents::document_by_path(&mut tx, bucket.id, &upload_path).await?
-                    && doc.status == "ready"
-                    && doc.content_hash.as_deref() == Some(source_hash.as_str())
-                {
-                    return Ok::<_, sqlx::Error>(Err((doc.id, Outcome::Unchanged)));
-                }
-                if let Some(dup) = documents::ready_duplicate(&mut tx, bucket.id, &source_hash, &upload_path).await? {
-                    let outcome = Outcome::Duplicate { of_document: dup.id, of_path: dup.upload_path };
-                    return Ok(Err((dup.id, outcome)));
-                }
-                let title = source.default_title();
-                let new = documents::NewDocument {
-                    bucket_id: bucket.id,
-                    title: &title,
-                    file_name: &source.file_name(),
-                    file_type: source.format.map(|f| f.as_str()),
-                    file_size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-                    upload_path: &upload_path,
-                    content_hash: &source_hash,
-                    created_by: owner,
-                };
-                let id = documents::start_processing(&mut tx, &new).await?;
-                tx.commit().await?;
-                Ok(Ok(id))
+        let key = source.path.display().to_string();
+        let submitted = async {
+            let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
+            // The source file stays on disk: if a crash loses this commit, nothing is lost
+            // that the next run will not redo, so it need not wait for its WAL flush.
+            store::relax_durability(&mut tx).await?;
+            let submission = documents::Submission {
+                bucket_id: bucket.id,
+                key: &key,
+                file_name: &source.file_name(),
+                file_type: source.format.map(|f| f.as_str()),
+                body: &bytes,
+                title: source.title.as_deref(),
             };
-            match started.await {
-                Ok(Ok(id)) => id,
-                Ok(Err((id, outcome))) => return Ok((Some(id), outcome)),
-                Err(e) => return Err((None, e.into())),
-            }
+            let submitted = documents::submit(&mut tx, &submission).await?;
+            let of_path = match submitted {
+                documents::Submitted::Duplicate { of_document } => {
+                    documents::document_by_id(&mut tx, of_document).await?.and_then(|d| d.upload_path)
+                }
+                _ => None,
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((submitted, of_path))
         };
-
-        let outcome = self.process(owner, bucket, id, source, bytes).await.map_err(|e| (Some(id), e))?;
-        Ok((Some(id), outcome))
+        let (submitted, of_path) = submitted.await.map_err(|e| (None, e.into()))?;
+        let (document_id, job_id) = match submitted {
+            documents::Submitted::Unchanged { document_id } => return Ok((Some(document_id), Outcome::Unchanged)),
+            documents::Submitted::Duplicate { of_document } => {
+                return Ok((Some(of_document), Outcome::Duplicate { of_document, of_path }));
+            }
+            documents::Submitted::Queued { document_id, job_id } => (document_id, job_id),
+        };
+        let outcome = self.run_job(job_id, settings).await.map_err(|e| (Some(document_id), e))?;
+        Ok((Some(document_id), outcome))
     }
 
-    /// Extracts, chunks, embeds and writes a document recorded as `processing`, acting as
-    /// `owner`; the caller marks it `failed` on error.
-    pub async fn process(
-        &self,
-        owner: Uuid,
-        bucket: &Bucket,
-        id: Uuid,
-        source: &Source,
-        bytes: Vec<u8>,
-    ) -> Result<Outcome, IngestError> {
-        let source_hash = crate::hash::bytes_hash(&bytes);
-        let prepared = {
-            let (format, extension) = (source.format, source.extension());
-            let tokenizer = self.embedder.tokenizer();
-            let (budget, pdf) = (self.budget, self.pdf.clone());
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            rayon::spawn(move || {
-                // A panic on a rayon thread aborts the process: catch it, so a document that
-                // trips a parser bug fails alone.
-                let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    prepare::prepare(format, &extension, &bytes, &tokenizer, budget, &pdf)
-                }));
-                let _ = tx.send(prepared.map_err(|panic| panic_message(panic.as_ref())));
-            });
-            match rx.await {
-                Ok(Ok(prepared)) => prepared?,
-                Ok(Err(message)) => return Err(IngestError::Panicked(message)),
-                Err(_) => return Err(IngestError::Worker),
-            }
-        };
-        if prepared.chunks.is_empty() {
-            return Err(ExtractError::Empty.into());
-        }
-
-        let model = self.embedder.model().to_string();
-        let hashes: Vec<String> = prepared.chunks.iter().map(|c| c.hash.clone()).collect();
-        let mut vectors: HashMap<String, Vector> = {
-            let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
-            let known = store::chunks::embeddings_by_hash(&mut tx, bucket.id, &model, &hashes).await?;
-            tx.commit().await?;
-            known
-        };
-        let reused = prepared.chunks.iter().filter(|c| vectors.contains_key(&c.hash)).count();
-
-        // Each distinct new text is embedded once, even if it repeats within the document.
-        let mut seen = HashSet::new();
-        let missing: Vec<(String, String)> = prepared
-            .chunks
-            .iter()
-            .filter(|c| !vectors.contains_key(&c.hash) && seen.insert(c.hash.clone()))
-            .map(|c| (c.hash.clone(), c.chunk.text.clone()))
-            .collect();
-        let texts: Vec<String> = missing.iter().map(|(_, text)| text.clone()).collect();
-        let embedded = texts.len();
-        if !texts.is_empty() {
-            let fresh = self.embedder.embed(&texts).await?;
-            let expected = self.embedder.dimensions();
-            if fresh.len() != texts.len() || fresh.iter().any(|v| v.len() != expected) {
-                let dims = fresh.iter().map(Vec::len).find(|&d| d != expected).unwrap_or(expected);
-                return Err(IngestError::EmbeddingShape { got: fresh.len(), dims, want: texts.len(), expected });
-            }
-            for ((hash, _), vector) in missing.into_iter().zip(fresh) {
-                vectors.insert(hash, Vector::from(vector));
-            }
-        }
-
-        let mut rows = Vec::with_capacity(prepared.chunks.len());
-        for c in &prepared.chunks {
-            let Some(embedding) = vectors.get(&c.hash) else {
-                unreachable!("every chunk hash was either found or embedded above")
+    /// Runs a job this process queued to its end, the way a worker would; if another worker
+    /// (a `kb serve` on the same database) holds it, waits for that one.
+    async fn run_job(&self, job_id: Uuid, settings: &WorkerSettings) -> Result<Outcome, IngestError> {
+        loop {
+            let Some(job) = job::claim_job(&self.pool, settings, job_id).await? else {
+                match job::job_status(&self.pool, job_id).await? {
+                    Some((status, _)) if status == "done" => {
+                        return Ok(Outcome::Ready { chunks: 0, embedded: 0, reused: 0 });
+                    }
+                    Some((status, error)) if status == "failed" => {
+                        return Ok(Outcome::Failed { error: error.unwrap_or_else(|| "failed".into()) });
+                    }
+                    Some(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    None => return Ok(Outcome::Failed { error: "the document was deleted meanwhile".into() }),
+                }
             };
-            rows.push(NewChunk {
-                chunk_index: i32::try_from(c.chunk.index).unwrap_or(i32::MAX),
-                content: c.chunk.text.clone(),
-                content_hash: c.hash.clone(),
-                token_count: i32::try_from(c.chunk.token_count).unwrap_or(i32::MAX),
-                embedding: embedding.clone(),
-                metadata: c.chunk.metadata.clone(),
-            });
+            let pass = job::process(self, settings, &job).await.map_err(|job::WorkerError::Database(e)| e)?;
+            match pass {
+                Pass::Done { chunks, embedded, reused, .. } => return Ok(Outcome::Ready { chunks, embedded, reused }),
+                Pass::Nothing { .. } => return Ok(Outcome::Unchanged),
+                Pass::Failed { error, .. } => return Ok(Outcome::Failed { error }),
+                Pass::Retrying { delay, .. } => tokio::time::sleep(delay).await,
+                Pass::Superseded { .. } | Pass::Lost { .. } | Pass::Idle => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
         }
-
-        let title = match (&source.title, prepared.title.clone()) {
-            (Some(given), _) => given.clone(),
-            (None, Some(found)) => found,
-            (None, None) => source.default_title(),
-        };
-        let mut tx = store::begin_as(&self.pool, owner, Role::Authenticated).await?;
-        let written = store::chunks::replace_chunks(&mut tx, id, bucket.id, &model, &rows).await?;
-        let ready = documents::ReadyDocument {
-            title: &title,
-            content: &prepared.content,
-            summary: &prepared.summary,
-            metadata: serde_json::json!({ "chunks": rows.len(), "embedding_model": model }),
-            source_hash: &source_hash,
-        };
-        if !documents::mark_ready(&mut tx, id, &ready).await? {
-            // Dropping the transaction rolls the chunk write back.
-            return Err(IngestError::Superseded);
-        }
-        tx.commit().await?;
-        tracing::debug!(chunks = written, embedded, reused, "document ready");
-        Ok(Outcome::Ready { chunks: rows.len(), embedded, reused })
     }
 }

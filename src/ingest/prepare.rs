@@ -3,8 +3,10 @@
 
 use rayon::prelude::*;
 
-use crate::chunk::{self, TokenBudget, Tokenizer};
-use crate::extract::{self, ExtractError, Format, PdfLimits};
+use std::time::Instant;
+
+use crate::chunk::{self, ChunkError, ChunkLimits, TokenBudget, Tokenizer};
+use crate::extract::{self, ExtractError, ExtractLimits, Format};
 use crate::hash;
 
 /// A document's text and chunks, ready for deduplication and embedding.
@@ -22,19 +24,26 @@ pub struct HashedChunk {
     pub hash: String,
 }
 
-/// Extracts, splits and hashes one document.
+/// Extracts, splits and hashes one document, within `limits`: extraction and splitting
+/// together get `limits.timeout`, and the document at most `limits.max_chunks` chunks.
 pub fn prepare(
     format: Option<Format>,
     extension: &str,
     bytes: &[u8],
     tokenizer: &Tokenizer,
     budget: TokenBudget,
-    pdf: &PdfLimits,
+    limits: &ExtractLimits,
 ) -> Result<Prepared, ExtractError> {
+    let deadline = Instant::now() + limits.timeout;
     let format = format.ok_or_else(|| ExtractError::Unsupported(extension.to_string()))?;
-    let extracted = extract::extract(format, bytes, pdf)?;
+    let extracted = extract::extract(format, bytes, limits)?;
     let content = extracted.text();
-    let chunks = chunk::split(&extracted, tokenizer, budget)
+    let chunk_limits = ChunkLimits { max_chunks: limits.max_chunks, deadline: Some(deadline) };
+    let chunks = chunk::split(&extracted, tokenizer, budget, chunk_limits)
+        .map_err(|e| match e {
+            ChunkError::TooManyChunks(max) => ExtractError::TooManyChunks(max),
+            ChunkError::TimedOut => ExtractError::Timeout(limits.timeout.as_secs().max(1)),
+        })?
         .into_par_iter()
         .map(|chunk| HashedChunk { hash: hash::chunk_hash(&chunk.text), chunk })
         .collect();
@@ -110,7 +119,7 @@ mod tests {
     fn unknown_formats_are_a_clear_error() {
         let tokenizer = Tokenizer::cl100k().expect("cl100k");
         let budget = TokenBudget::new(100, 10, 8191).expect("budget");
-        let err = prepare(None, "docx", b"x", &tokenizer, budget, &PdfLimits::default()).err();
+        let err = prepare(None, "docx", b"x", &tokenizer, budget, &ExtractLimits::default()).err();
         assert_eq!(err, Some(ExtractError::Unsupported("docx".into())));
     }
 
@@ -120,7 +129,8 @@ mod tests {
         let budget = TokenBudget::new(20, 0, 8191).expect("budget");
         let text = "Refunds are issued within 30 days. ".repeat(20);
         let prepared =
-            prepare(Some(Format::Text), "txt", text.as_bytes(), &tokenizer, budget, &PdfLimits::default()).expect("ok");
+            prepare(Some(Format::Text), "txt", text.as_bytes(), &tokenizer, budget, &ExtractLimits::default())
+                .expect("ok");
         assert!(prepared.chunks.len() > 1);
         for c in &prepared.chunks {
             assert_eq!(c.hash, hash::chunk_hash(&c.chunk.text));

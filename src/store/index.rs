@@ -12,7 +12,7 @@ pub const MIN_INDEXED_ROWS: i64 = 1_000;
 /// Rebuild once the table holds this many times the rows the index was built for.
 const GROWTH_FACTOR: i64 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexMethod {
     Ivfflat,
     Hnsw,
@@ -85,16 +85,31 @@ fn index_name(model: &str) -> String {
     format!("knowledge_chunks_embedding_{}", &crate::hash::bytes_hash(model.as_bytes())[..12])
 }
 
+/// A model whose index build failed; the other models' builds went ahead.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndexFailure {
+    pub model: String,
+    pub error: String,
+}
+
+/// What one round of index maintenance did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Maintenance {
+    pub builds: Vec<IndexBuild>,
+    pub failures: Vec<IndexFailure>,
+}
+
 /// Builds or rebuilds the vector index of every model whose chunks have outgrown theirs.
-/// With `force`, rebuilds every model's index with that method.
-pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result<Vec<IndexBuild>, sqlx::Error> {
+/// With `force`, rebuilds every model's index with that method. One model's failure is
+/// reported and does not stop the others.
+pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result<Maintenance, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // One builder at a time across processes: two would drop each other's staging index.
     // A session lock, since CREATE INDEX CONCURRENTLY runs outside any transaction.
     let locked: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('kb:vector-indexes'))").fetch_one(&mut *conn).await?;
     if !locked {
-        return Ok(Vec::new());
+        return Ok(Maintenance::default());
     }
     let built = build_outgrown(&mut conn, force).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext('kb:vector-indexes'))").execute(&mut *conn).await;
@@ -103,13 +118,13 @@ pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result
     Ok(built)
 }
 
-async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> Result<Vec<IndexBuild>, sqlx::Error> {
+async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> Result<Maintenance, sqlx::Error> {
     let models: Vec<IndexState> = sqlx::query_as(
         "SELECT name, dimensions, index_method, index_lists, indexed_rows FROM public.embedding_models ORDER BY name",
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut builds = Vec::new();
+    let mut done = Maintenance::default();
     for model in models {
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.knowledge_chunks WHERE embedding_model = $1")
             .bind(&model.name)
@@ -125,9 +140,17 @@ async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> 
         if rows == 0 {
             continue;
         }
-        builds.push(build_index(&mut *conn, &model, method, rows).await?);
+        match build_index(&mut *conn, &model, method, rows).await {
+            Ok(build) => done.builds.push(build),
+            Err(e) => {
+                tracing::warn!(model = %model.name, error = %e, "vector index build failed");
+                // A failed CONCURRENTLY build leaves an invalid index; the next round drops it.
+                let _ = sqlx::query("RESET ALL").execute(&mut *conn).await;
+                done.failures.push(IndexFailure { model: model.name.clone(), error: e.to_string() });
+            }
+        }
     }
-    Ok(builds)
+    Ok(done)
 }
 
 #[tracing::instrument(skip(conn, model), fields(model = %model.name))]
@@ -147,7 +170,7 @@ async fn build_index(
     };
     tracing::info!(method = method.as_str(), rows, ?lists, "building vector index");
     // A killed build leaves an invalid staging index behind: clear it first.
-    sqlx::query(&format!("DROP INDEX IF EXISTS public.{staging}")).execute(&mut *conn).await?;
+    sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS public.{staging}")).execute(&mut *conn).await?;
     sqlx::query("SET maintenance_work_mem = '512MB'").execute(&mut *conn).await?;
     // Identifiers are ours; the model name is quoted by the server with %L.
     let ddl: String = sqlx::query_scalar(
@@ -166,9 +189,12 @@ async fn build_index(
     sqlx::query("RESET maintenance_work_mem").execute(&mut *conn).await?;
     built?;
 
+    // The swap never queues searches: the old index goes CONCURRENTLY (waiting for the
+    // transactions that use it, blocking none), and the rename takes only a short lock, with
+    // a lock timeout so it never waits in line in front of readers.
+    sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS public.{name}")).execute(&mut *conn).await?;
+    rename_with_retry(&mut *conn, &staging, &name).await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    sqlx::query(&format!("DROP INDEX IF EXISTS public.{name}")).execute(&mut *tx).await?;
-    sqlx::query(&format!("ALTER INDEX public.{staging} RENAME TO {name}")).execute(&mut *tx).await?;
     sqlx::query(
         "UPDATE public.embedding_models
          SET index_method = $2, index_lists = $3, indexed_rows = $4, indexed_at = now()
@@ -191,6 +217,25 @@ async fn build_index(
         lists,
         seconds: started.elapsed().as_secs(),
     })
+}
+
+/// Renames an index under a short lock timeout, retrying a few times.
+async fn rename_with_retry(conn: &mut PgConnection, from: &str, to: &str) -> Result<(), sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query("SET LOCAL lock_timeout = '500ms'").execute(&mut *tx).await?;
+        let renamed = sqlx::query(&format!("ALTER INDEX public.{from} RENAME TO {to}")).execute(&mut *tx).await;
+        match renamed {
+            Ok(_) => return tx.commit().await,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") && attempt < 20 => {
+                drop(tx);
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use kb::chunk::{TokenBudget, Tokenizer, split};
 use kb::extract::{Format, extract};
 
-use crate::helpers::{pdf_limits, repo_path};
+use crate::helpers::{extract_limits, repo_path};
 
 #[test]
 fn every_sample_chunk_fits_the_budget_measured_exactly() {
@@ -17,8 +17,8 @@ fn every_sample_chunk_fits_the_budget_measured_exactly() {
         entries.sort();
         for path in entries {
             let format = Format::from_path(&path).expect("supported");
-            let doc = extract(format, &std::fs::read(&path).expect("read"), &pdf_limits()).expect("extract");
-            let chunks = split(&doc, &tokenizer, budget);
+            let doc = extract(format, &std::fs::read(&path).expect("read"), &extract_limits()).expect("extract");
+            let chunks = split(&doc, &tokenizer, budget, kb::chunk::ChunkLimits::unbounded()).expect("split");
             assert!(!chunks.is_empty(), "{path:?}");
             for chunk in &chunks {
                 let exact = tokenizer.count(&chunk.text);

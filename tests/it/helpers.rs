@@ -9,8 +9,8 @@ use std::time::Duration;
 use kb::chunk::Tokenizer;
 use kb::cluster::Cluster;
 use kb::embed::{EmbedError, Embedder};
-use kb::extract::PdfLimits;
-use kb::ingest::{Pipeline, Silent, Summary};
+use kb::extract::ExtractLimits;
+use kb::ingest::{Pipeline, Silent, Summary, WorkerSettings};
 use kb::store::{self, Bucket, Role, buckets, users};
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
@@ -111,7 +111,7 @@ impl Kb {
             pool: db.pool.clone(),
             embedder: embedder.clone(),
             budget: kb::chunk::TokenBudget::new(200, 32, embedder.max_input_tokens()).expect("budget"),
-            pdf: pdf_limits(),
+            extract: extract_limits(),
             parallelism: 2,
         };
         Kb { db, owner, bucket, embedder, pipeline }
@@ -119,15 +119,17 @@ impl Kb {
 
     pub async fn ingest(&self, paths: &[PathBuf]) -> Summary {
         let sources = kb::ingest::collect(paths).expect("sources");
-        self.pipeline.ingest(self.owner, &self.bucket, sources, &Silent).await
+        let settings = WorkerSettings::new(Duration::from_secs(30), Duration::from_secs(600));
+        self.pipeline.ingest(self.owner, &self.bucket, sources, &settings, &Silent).await
     }
 }
 
-pub fn pdf_limits() -> PdfLimits {
-    PdfLimits {
+/// Extraction limits with the real `kb` binary as the extraction worker.
+pub fn extract_limits() -> ExtractLimits {
+    ExtractLimits {
         worker: Some(PathBuf::from(env!("CARGO_BIN_EXE_kb"))),
         timeout: Duration::from_secs(60),
-        ..PdfLimits::default()
+        ..ExtractLimits::default()
     }
 }
 

@@ -10,3 +10,4 @@ mod http;
 mod ingest;
 mod openai;
 mod search;
+mod versions;

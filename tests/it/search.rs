@@ -92,7 +92,7 @@ async fn corpus(rows: usize) -> Corpus {
         });
     }
     for (bucket_id, chunks) in &per_bucket {
-        let mut tx = store::begin_as(&db.pool, owner, Role::Authenticated).await.expect("begin");
+        let mut tx = store::begin_as(&db.pool, owner, Role::ServiceRole).await.expect("begin");
         let new = documents::NewDocument {
             bucket_id: *bucket_id,
             title: "synthetic",
@@ -103,16 +103,8 @@ async fn corpus(rows: usize) -> Corpus {
             content_hash: "synthetic",
             created_by: owner,
         };
-        let doc = documents::start_processing(&mut tx, &new).await.expect("doc");
+        let doc = documents::insert_ready(&mut tx, &new).await.expect("doc");
         replace_chunks(&mut tx, doc, *bucket_id, embedder.model(), chunks).await.expect("chunks");
-        let ready = documents::ReadyDocument {
-            title: "synthetic",
-            content: "",
-            summary: "",
-            metadata: serde_json::json!({}),
-            source_hash: "synthetic",
-        };
-        documents::mark_ready(&mut tx, doc, &ready).await.expect("ready");
         tx.commit().await.expect("commit");
     }
     Corpus { db, owner, common, rare, topics }
@@ -155,7 +147,7 @@ async fn exact_ids(pool: &PgPool, query: &[f32], bucket_type: Option<&str>, limi
 #[tokio::test]
 async fn the_search_plan_uses_the_models_vector_index() {
     let c = corpus(5_000).await;
-    let builds = ensure_indexes(&c.db.pool, None).await.expect("index");
+    let builds = ensure_indexes(&c.db.pool, None).await.expect("index").builds;
     assert_eq!(builds.len(), 1, "an index is built once data exists");
     assert_eq!(builds[0].lists, Some(5), "lists sized to the row count");
 
@@ -243,7 +235,7 @@ async fn a_search_never_mixes_embedding_models() {
         store::index::register_model(&mut conn, other_model, 384).await.expect("model");
     }
     let other = bucket(&c.db.pool, c.owner, "other-model", "general", other_model).await;
-    let mut tx = store::begin_as(&c.db.pool, c.owner, Role::Authenticated).await.expect("begin");
+    let mut tx = store::begin_as(&c.db.pool, c.owner, Role::ServiceRole).await.expect("begin");
     let new = documents::NewDocument {
         bucket_id: other.id,
         title: "other",
@@ -254,7 +246,7 @@ async fn a_search_never_mixes_embedding_models() {
         content_hash: "other",
         created_by: c.owner,
     };
-    let doc = documents::start_processing(&mut tx, &new).await.expect("doc");
+    let doc = documents::insert_ready(&mut tx, &new).await.expect("doc");
     // The exact query vector, under another model: the best possible match if models mixed.
     let chunk = NewChunk {
         chunk_index: 0,
@@ -265,14 +257,6 @@ async fn a_search_never_mixes_embedding_models() {
         metadata: serde_json::json!({}),
     };
     replace_chunks(&mut tx, doc, other.id, other_model, &[chunk]).await.expect("chunk");
-    let ready = documents::ReadyDocument {
-        title: "other",
-        content: "",
-        summary: "",
-        metadata: serde_json::json!({}),
-        source_hash: "other",
-    };
-    documents::mark_ready(&mut tx, doc, &ready).await.expect("ready");
     tx.commit().await.expect("commit");
 
     for mode in [Mode::Vector, Mode::Hybrid] {

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::SECRET;
 use super::startup::StopOnDrop;
-use crate::helpers::{local_embedder, pdf_limits, repo_path};
+use crate::helpers::{extract_limits, local_embedder, repo_path};
 
 /// Uploaded, in this order: markdown, plain text and PDF.
 const FILES: [&str; 8] = [
@@ -160,7 +160,7 @@ async fn expected_chunks(path: &str) -> Vec<(i32, String)> {
     let extension = name.rsplit('.').next().unwrap_or("").to_string();
     let bytes = std::fs::read(repo_path(path)).expect("sample document");
     let prepared =
-        kb::ingest::prepare::prepare(format, &extension, &bytes, &embedder.tokenizer(), budget, &pdf_limits())
+        kb::ingest::prepare::prepare(format, &extension, &bytes, &embedder.tokenizer(), budget, &extract_limits())
             .expect("the sample document prepares");
     prepared.chunks.iter().map(|c| (i32::try_from(c.chunk.index).expect("index"), c.hash.clone())).collect()
 }

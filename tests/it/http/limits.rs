@@ -104,7 +104,7 @@ async fn overload_is_shed_fast_with_retry_after() {
     let limits = Limits { max_concurrent_requests: 2, ..Limits::default() };
     let delay = Duration::from_millis(1500);
     let server =
-        TestServer::start(Setup { limits, workers: 0, embedder: FakeEmbedder::slow(delay), pool_size: 8 }).await;
+        TestServer::start(Setup { limits, workers: 0, embedder: FakeEmbedder::slow(delay), ..Setup::fake() }).await;
     let (_user, token) = server.user("a@example.com").await;
 
     let mut tasks = Vec::new();

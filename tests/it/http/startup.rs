@@ -35,7 +35,7 @@ async fn the_embedded_cluster_serves_through_the_kb_app_login() {
     let _stop = StopOnDrop(cluster.clone());
     let dir = data.path().display().to_string();
     let cli = kb::cli::Cli::try_parse_from(["kb", "--data-dir", &dir, "migrate"]).expect("arguments");
-    let dbs = kb::app::databases(&cli.config, 2).await.expect("databases");
+    let dbs = kb::runtime::databases(&cli.config, 2).await.expect("databases");
     let (login, privileged): (String, bool) = sqlx::query_as(
         "SELECT current_user::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
     )
@@ -45,14 +45,14 @@ async fn the_embedded_cluster_serves_through_the_kb_app_login() {
     assert_eq!(login, "kb_app");
     assert!(!privileged);
     // A second start (another process) finds the login in place.
-    kb::app::databases(&cli.config, 2).await.expect("databases again");
+    kb::runtime::databases(&cli.config, 2).await.expect("databases again");
 }
 
 #[tokio::test]
 async fn a_superuser_database_url_is_refused() {
     let url = TestDb::new().await.url;
     let cli = kb::cli::Cli::try_parse_from(["kb", "--database-url", &url, "migrate"]).expect("arguments");
-    let refused = kb::app::databases(&cli.config, 2).await;
+    let refused = kb::runtime::databases(&cli.config, 2).await;
     let message = format!("{:#}", refused.err().expect("a superuser login is refused"));
     assert!(message.contains("superuser"), "{message}");
 }

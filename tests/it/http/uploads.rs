@@ -82,3 +82,109 @@ async fn a_job_that_keeps_failing_ends_failed_with_the_reason() {
     assert_eq!(server.count("SELECT count(*) FROM ingest_jobs WHERE status = 'failed' AND attempts = 3").await, 1);
     assert_eq!(server.count("SELECT count(*) FROM knowledge_chunks").await, 0);
 }
+
+async fn upload_at(
+    server: &TestServer,
+    token: &str,
+    bucket: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let name = path.rsplit('/').next().unwrap_or(path).to_string();
+    let part = reqwest::multipart::Part::bytes(body.to_vec()).file_name(name);
+    let form = reqwest::multipart::Form::new().part("file", part).text("path", path.to_string());
+    let response = server
+        .client
+        .post(server.url(&format!("/v1/buckets/{bucket}/documents")))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn files_that_share_a_base_name_are_two_documents_and_an_identical_upload_changes_nothing() {
+    let server = TestServer::start(Setup::fake()).await;
+    let (_, token) = server.user("folders@example.com").await;
+    let bucket = server.create_bucket(&token, "folders").await;
+    let bucket = bucket["id"].as_str().expect("id").to_string();
+    let (a_status, a) = upload_at(&server, &token, &bucket, "docs/a/README.md", b"# A\n\nAlpha team notes.").await;
+    let (b_status, b) = upload_at(&server, &token, &bucket, "docs/b/README.md", b"# B\n\nBeta team notes.").await;
+    assert_eq!((a_status, b_status), (202, 202));
+    assert_ne!(a["id"], b["id"], "two folders, two documents");
+    let a_id = a["id"].as_str().expect("id");
+    assert_eq!(server.wait_done(&token, a_id).await["status"], "ready");
+    let record: serde_json::Value = server.get_json(&format!("/v1/documents/{a_id}"), &token).await;
+    assert_eq!(record["path"], "upload/docs/a/README.md");
+
+    let (status, again) = upload_at(&server, &token, &bucket, "docs/a/README.md", b"# A\n\nAlpha team notes.").await;
+    assert_eq!((status, again["outcome"].as_str()), (200, Some("unchanged")), "{again}");
+    let record: serde_json::Value = server.get_json(&format!("/v1/documents/{a_id}"), &token).await;
+    assert_eq!((record["status"].as_str(), record["processing"].as_bool()), (Some("ready"), Some(false)), "{record}");
+}
+
+#[tokio::test]
+async fn a_failed_reupload_keeps_the_old_version_searchable() {
+    let server = TestServer::start(Setup::fake()).await;
+    let (_, token) = server.user("reupload@example.com").await;
+    let bucket = server.create_bucket(&token, "reupload").await;
+    let bucket = bucket["id"].as_str().expect("id").to_string();
+    let good = b"# Refunds\n\nAnnual plans are refunded in full within thirty days.";
+    let (_, first) = upload_at(&server, &token, &bucket, "policy/refunds.md", good).await;
+    let id = first["id"].as_str().expect("id").to_string();
+    assert_eq!(server.wait_done(&token, &id).await["status"], "ready");
+    let chunks = server.count("SELECT count(*) FROM knowledge_chunks").await;
+    assert!(chunks > 0);
+
+    let (status, second) =
+        upload_at(&server, &token, &bucket, "policy/refunds.md", b"# Refunds\n\nbroken \xff bytes").await;
+    assert_eq!(status, 202, "{second}");
+    assert_eq!(second["id"].as_str(), Some(id.as_str()), "the same document");
+    let done = server.wait_done(&token, &id).await;
+    assert_eq!(done["status"], "ready", "the good version stays: {done}");
+    assert!(done["processing_error"].as_str().is_some_and(|e| e.contains("UTF-8")), "{done}");
+    assert!(done["processing_error_at"].is_string(), "{done}");
+    assert_eq!(server.count("SELECT count(*) FROM knowledge_chunks").await, chunks);
+
+    let search = server
+        .client
+        .post(server.url("/v1/search"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({ "query": "Annual plans are refunded in full within thirty days.", "threshold": 0.0 }),
+        )
+        .send()
+        .await
+        .expect("search");
+    let body: serde_json::Value = search.json().await.expect("json");
+    let found = body["hits"].as_array().is_some_and(|hits| hits.iter().any(|h| h["document_id"] == id.as_str()));
+    assert!(found, "the old version is still searchable: {body}");
+}
+
+#[tokio::test]
+async fn the_newest_of_many_quick_uploads_wins() {
+    let server = TestServer::start(Setup { workers: 2, ..Setup::fake() }).await;
+    let (_, token) = server.user("newest@example.com").await;
+    let bucket = server.create_bucket(&token, "newest").await;
+    let bucket = bucket["id"].as_str().expect("id").to_string();
+    let mut id = String::new();
+    for version in 0..8 {
+        let content = format!("Version {version} of the plan. ").repeat(30 + version);
+        id = server.upload_text(&token, &bucket, "plan.md", &content).await;
+    }
+    for _ in 0..300 {
+        if server.count("SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'running')").await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let done = server.wait_done(&token, &id).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    assert_eq!(server.count("SELECT count(*) FROM knowledge_documents").await, 1);
+    assert_eq!(server.count("SELECT count(*) FROM knowledge_document_sources").await, 1);
+    assert_eq!(server.count("SELECT count(*) FROM knowledge_chunks WHERE content NOT LIKE 'Version 7 %'").await, 0);
+    assert!(server.count("SELECT count(*) FROM knowledge_chunks").await > 0);
+}

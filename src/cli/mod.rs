@@ -1,19 +1,22 @@
 //! The `kb` command line: parses arguments into commands, each with a `run`. Commands call
-//! `ingest`, `search` and `store`; they hold no SQL and no pipeline logic of their own.
+//! `ingest`, `search` and `store` through `runtime`'s wiring; they hold no SQL and no pipeline
+//! logic of their own. Clap types live here only.
+
+pub mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::embed::{self, Embedder};
-use crate::ingest::{self, DocumentReport, Outcome, Pipeline, Progress};
+use crate::embed::Embedder;
+use crate::ingest::{self, DocumentReport, Outcome, Pipeline, Progress, WorkerSettings};
+use crate::runtime;
 use crate::search::{self, Mode, SearchRequest};
 use crate::store::{self, Role, buckets, index::IndexMethod, users};
 
@@ -41,14 +44,14 @@ pub enum Command {
     #[command(subcommand)]
     Db(DbCommand),
     /// Serve the HTTP API, with ingestion workers.
-    Serve(crate::app::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Run ingestion workers only (against the same database as a server).
-    Worker(crate::app::WorkerArgs),
+    Worker(serve::WorkerArgs),
     /// Manage users (as the database owner).
     #[command(subcommand)]
-    User(crate::app::UserCommand),
+    User(serve::UserCommand),
     /// Print a signed JWT for a user, for development.
-    Token(crate::app::TokenArgs),
+    Token(serve::TokenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,8 +93,8 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 0.2)]
     pub threshold: f64,
     /// Ranking: vector similarity alone, or fused with full-text search.
-    #[arg(long, value_enum, default_value_t = Mode::Vector)]
-    pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = ModeArg::Vector)]
+    pub mode: ModeArg,
     /// Print the results as JSON (see README: "JSON output").
     #[arg(long)]
     pub json: bool,
@@ -101,7 +104,39 @@ pub struct SearchArgs {
 pub struct ReindexArgs {
     /// Index method; without it, only indexes the data has outgrown are rebuilt (ivfflat).
     #[arg(long, value_enum)]
-    pub method: Option<IndexMethod>,
+    pub method: Option<IndexMethodArg>,
+}
+
+/// `--mode` of `kb search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Vector,
+    Hybrid,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(mode: ModeArg) -> Mode {
+        match mode {
+            ModeArg::Vector => Mode::Vector,
+            ModeArg::Hybrid => Mode::Hybrid,
+        }
+    }
+}
+
+/// `--method` of `kb reindex`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexMethodArg {
+    Ivfflat,
+    Hnsw,
+}
+
+impl From<IndexMethodArg> for IndexMethod {
+    fn from(method: IndexMethodArg) -> IndexMethod {
+        match method {
+            IndexMethodArg::Ivfflat => IndexMethod::Ivfflat,
+            IndexMethodArg::Hnsw => IndexMethod::Hnsw,
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -114,68 +149,53 @@ pub enum DbCommand {
     Status,
 }
 
-/// The database the embedded cluster serves kb from.
-const EMBEDDED_DATABASE: &str = "kb";
+/// The lease `kb ingest` holds on the jobs it runs: were it killed, a server's workers would
+/// take them over after this long.
+const CLI_JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Exit code of `kb ingest` when some documents failed (the others are in; see the summary).
+pub const EXIT_DOCUMENTS_FAILED: u8 = 2;
+/// Exit code of `kb ingest` and `kb reindex` when a vector index could not be built: the
+/// documents are in and searchable (by exact scan), but `kb reindex` should be run.
+pub const EXIT_INDEX_FAILED: u8 = 3;
 
 impl Cli {
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
         let config = self.config;
         match self.command {
             Command::Migrate => {
-                connect(&config).await?;
+                runtime::connect(&config).await?;
                 println!("migrations applied");
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
             Command::Ingest(args) => run_ingest(&config, args).await,
-            Command::Search(args) => run_search(&config, args).await,
+            Command::Search(args) => run_search(&config, args).await.map(|()| ExitCode::SUCCESS),
             Command::Reindex(args) => {
-                let pool = connect(&config).await?;
-                let builds =
-                    store::index::ensure_indexes(&pool, args.method).await.context("building vector indexes")?;
-                if builds.is_empty() {
+                let pool = runtime::connect(&config).await?;
+                let done = store::index::ensure_indexes(&pool, args.method.map(IndexMethod::from))
+                    .await
+                    .context("building vector indexes")?;
+                if done.builds.is_empty() && done.failures.is_empty() {
                     println!("vector indexes are up to date");
                 }
-                for b in builds {
+                for b in &done.builds {
                     println!(
                         "{}: {} index over {} chunks (lists: {:?}) in {} s",
                         b.model, b.method, b.rows, b.lists, b.seconds
                     );
                 }
-                Ok(())
+                for f in &done.failures {
+                    eprintln!("warning: the vector index of {} could not be built: {}", f.model, f.error);
+                }
+                Ok(if done.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INDEX_FAILED) })
             }
-            Command::Db(command) => run_db(&config, command).await,
-            Command::Serve(args) => crate::app::serve(&config, args).await,
-            Command::Worker(args) => crate::app::worker(&config, args).await,
-            Command::User(command) => crate::app::user(&config, command).await,
-            Command::Token(args) => crate::app::token(&config, args).await,
+            Command::Db(command) => run_db(&config, command).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::serve(&config, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Worker(args) => serve::worker(&config, args).await.map(|()| ExitCode::SUCCESS),
+            Command::User(command) => serve::user(&config, command).await.map(|()| ExitCode::SUCCESS),
+            Command::Token(args) => serve::token(&config, args).await.map(|()| ExitCode::SUCCESS),
         }
     }
-}
-
-/// Connects to the configured database (starting the embedded cluster if that is the one)
-/// and applies pending migrations.
-pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let url = database_url(config).await?;
-    // One connection per document in flight, and a few for everything else.
-    let pool = store::connect(&url, config.parallelism as u32 + 4).await.context("connecting to PostgreSQL")?;
-    store::migrate(&pool).await.context("applying migrations")?;
-    Ok(pool)
-}
-
-/// The URL of the configured database: `DATABASE_URL`, or the embedded cluster's superuser
-/// URL (starting the cluster if needed).
-pub async fn database_url(config: &Config) -> anyhow::Result<String> {
-    match &config.database_url {
-        Some(url) => Ok(url.expose_secret().to_string()),
-        None => {
-            let cluster = Cluster::new(&config.data_dir()).context("embedded PostgreSQL")?;
-            cluster.ensure_running(EMBEDDED_DATABASE).await.context("starting the embedded PostgreSQL cluster")
-        }
-    }
-}
-
-pub async fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    embed::from_config(&config.embed_config()).await.context("loading the embedding model")
 }
 
 /// The local owner the CLI acts as, and the embedding model registered for its buckets.
@@ -186,13 +206,13 @@ async fn owner(pool: &PgPool, embedder: &dyn Embedder) -> anyhow::Result<Uuid> {
     Ok(owner)
 }
 
-async fn run_ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
+async fn run_ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let sources = ingest::collect(&args.paths)?;
     if sources.is_empty() {
         bail!("no .txt, .md, .html or .pdf files found under {:?}", args.paths);
     }
-    let pool = connect(config).await?;
-    let embedder = load_embedder(config).await?;
+    let pool = runtime::connect(config).await?;
+    let embedder = runtime::load_embedder(config).await?;
     let budget = config.budget(embedder.max_input_tokens())?;
     let owner = owner(&pool, embedder.as_ref()).await?;
 
@@ -218,12 +238,19 @@ async fn run_ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
         );
     }
 
-    let pipeline =
-        Pipeline { pool: pool.clone(), embedder, budget, pdf: config.pdf_limits(), parallelism: config.parallelism };
+    let pipeline = Pipeline {
+        pool: pool.clone(),
+        embedder,
+        budget,
+        extract: config.extract_limits(),
+        parallelism: config.parallelism,
+    };
     let bar = ProgressBar::new(sources.len() as u64, !args.json && std::io::stderr().is_terminal());
-    let summary = pipeline.ingest(owner, &bucket, sources, &bar).await;
+    let settings = WorkerSettings::new(CLI_JOB_LEASE, config.job_timeout());
+    let summary = pipeline.ingest(owner, &bucket, sources, &settings, &bar).await;
     bar.finish();
-    let builds = store::index::ensure_indexes(&pool, None).await.context("updating vector indexes")?;
+    // The summary is printed whatever index maintenance does: the documents are in.
+    let maintenance = store::index::ensure_indexes(&pool, None).await;
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -249,16 +276,36 @@ async fn run_ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
                 _ => {}
             }
         }
-        for b in builds {
-            println!("vector index: {} over {} chunks of {}", b.method, b.rows, b.model);
-        }
     }
-    Ok(())
+    let index_failed = match maintenance {
+        Ok(done) => {
+            if !args.json {
+                for b in &done.builds {
+                    println!("vector index: {} over {} chunks of {}", b.method, b.rows, b.model);
+                }
+            }
+            for f in &done.failures {
+                eprintln!("warning: the vector index of {} could not be built: {}; run `kb reindex`", f.model, f.error);
+            }
+            !done.failures.is_empty()
+        }
+        Err(e) => {
+            eprintln!("warning: vector index maintenance failed: {e}; run `kb reindex`");
+            true
+        }
+    };
+    Ok(if summary.documents_failed > 0 {
+        ExitCode::from(EXIT_DOCUMENTS_FAILED)
+    } else if index_failed {
+        ExitCode::from(EXIT_INDEX_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
-    let pool = connect(config).await?;
-    let embedder = load_embedder(config).await?;
+    let pool = runtime::connect(config).await?;
+    let embedder = runtime::load_embedder(config).await?;
     let owner = owner(&pool, embedder.as_ref()).await?;
     let bucket_id = match &args.bucket {
         None => None,
@@ -284,7 +331,7 @@ async fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
         campaign_id: args.campaign,
         limit: args.limit,
         threshold: args.threshold,
-        mode: args.mode,
+        mode: args.mode.into(),
     };
     let response = search::search(&pool, embedder.as_ref(), owner, Role::Authenticated, &request).await?;
     if args.json {
@@ -339,7 +386,7 @@ async fn run_db(config: &Config, command: DbCommand) -> anyhow::Result<()> {
     let cluster = Cluster::new(&config.data_dir())?;
     match command {
         DbCommand::Start => {
-            let url = cluster.ensure_running(EMBEDDED_DATABASE).await?;
+            let url = cluster.ensure_running(runtime::EMBEDDED_DATABASE).await?;
             println!("running: {url}");
         }
         DbCommand::Stop => {

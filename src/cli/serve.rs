@@ -1,25 +1,18 @@
-//! Process wiring of the long-running and admin commands: the server's database login (never
-//! superuser, never BYPASSRLS), the JWT secret, `kb serve` (API + workers, graceful shutdown),
-//! `kb worker`, `kb user ...` and `kb token`. Task glue: errors are `anyhow`.
+//! The long-running and admin commands: `kb serve` (API + workers, graceful shutdown),
+//! `kb worker`, `kb user ...` and `kb token`, with their arguments and the JWT secret.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::cli::{connect, database_url, load_embedder};
 use crate::config::Config;
-use crate::embed::Embedder;
 use crate::http::{self, AppState, Limits, auth::JwtKeys};
-use crate::ingest::Pipeline;
-use crate::ingest::worker::{self, WorkerSettings};
-use crate::store::{self, Role, login, users};
+use crate::ingest::Quotas;
+use crate::runtime;
+use crate::store::{Role, users};
 
 /// The JWT secret, shared by `kb serve` and `kb token`.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,6 +50,15 @@ pub struct ServeArgs {
     /// Seconds a client may take to send its request headers.
     #[arg(long, env = "KB_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
+    /// Documents one user may hold (uploads beyond it get 429 `quota_exceeded`).
+    #[arg(long, env = "KB_QUOTA_DOCUMENTS", default_value_t = Quotas::default().max_documents)]
+    pub quota_documents: i64,
+    /// Bytes of uploaded files one user may have stored (beyond it: 413 `storage_quota_exceeded`).
+    #[arg(long, env = "KB_QUOTA_BYTES", default_value_t = Quotas::default().max_stored_bytes)]
+    pub quota_bytes: i64,
+    /// Documents of one user waiting or being processed at once (beyond it: 429 `quota_exceeded`).
+    #[arg(long, env = "KB_QUOTA_QUEUED", default_value_t = Quotas::default().max_active_jobs)]
+    pub quota_queued: i64,
     /// Database connections of the server's pool.
     #[arg(long, env = "KB_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -72,6 +74,11 @@ impl ServeArgs {
             max_concurrent_requests: self.max_concurrent_requests.max(1),
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            quotas: Quotas {
+                max_documents: self.quota_documents,
+                max_stored_bytes: self.quota_bytes,
+                max_active_jobs: self.quota_queued,
+            },
             ..Limits::default()
         }
     }
@@ -155,135 +162,23 @@ fn jwt_keys(config: &Config, args: &JwtArgs) -> anyhow::Result<JwtKeys> {
     Ok(JwtKeys::new(&secret)?)
 }
 
-/// The owner connection (migrations and admin work) and the server's own pool, whose login
-/// row level security constrains.
-pub struct Databases {
-    pub admin: PgPool,
-    pub app: PgPool,
-}
-
-/// Connects both pools. Embedded cluster: creates the `kb_app` login as the superuser and
-/// connects the server as it. `DATABASE_URL`: uses that login as given. Either way, refuses
-/// a server login that is a superuser or has BYPASSRLS.
-pub async fn databases(config: &Config, app_connections: u32) -> anyhow::Result<Databases> {
-    let admin = connect(config).await?;
-    let url = database_url(config).await?;
-    let mut options: PgConnectOptions = url.parse().context("parsing the database URL")?;
-    if config.database_url.is_none() {
-        let mut conn = admin.acquire().await?;
-        login::ensure_app_login(&mut conn).await.context("creating the kb_app login")?;
-        // Trust authentication on the cluster's private unix socket: no password needed.
-        options = options.username(login::APP_LOGIN);
-    }
-    let app = connect_app(options, app_connections).await?;
-    let mut conn = app.acquire().await.context("connecting as the server's login")?;
-    login::check_app_login(&mut conn).await?;
-    drop(conn);
-    Ok(Databases { admin, app })
-}
-
-/// The server's pool. A short acquire timeout: a request that cannot get a connection soon
-/// is better answered 503 than queued.
-pub async fn connect_app(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.application_name("kb-server"))
-        .await
-        .context("connecting to PostgreSQL as the server's login")
-}
-
-async fn pipeline(config: &Config, pool: PgPool, embedder: Arc<dyn Embedder>) -> anyhow::Result<Pipeline> {
-    let budget = config.budget(embedder.max_input_tokens())?;
-    Ok(Pipeline { pool, embedder, budget, pdf: config.pdf_limits(), parallelism: config.parallelism })
-}
-
-async fn register_model(admin: &PgPool, embedder: &dyn Embedder) -> anyhow::Result<()> {
-    let mut conn = admin.acquire().await?;
-    store::index::register_model(&mut conn, embedder.model(), embedder.dimensions())
-        .await
-        .context("registering the embedding model")?;
-    Ok(())
-}
-
-fn spawn_workers(pipeline: &Pipeline, n: usize, lease: Duration, stop: &watch::Receiver<bool>) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    for _ in 0..n {
-        let settings = WorkerSettings::new(lease);
-        set.spawn(worker::run(pipeline.clone(), settings, stop.clone()));
-    }
-    set
-}
-
-/// How often a serving process checks whether a vector index needs (re)building.
-const INDEX_CHECK_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Builds or rebuilds vector indexes as uploads grow the data (as `kb ingest` does after a
-/// run), on the owner connection, since the server's login may not run DDL.
-fn spawn_index_maintenance(set: &mut JoinSet<()>, admin: PgPool, mut stop: watch::Receiver<bool>) {
-    set.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(INDEX_CHECK_INTERVAL) => {}
-                _ = stop.changed() => return,
-            }
-            match store::index::ensure_indexes(&admin, None).await {
-                Ok(builds) => {
-                    for b in builds {
-                        tracing::info!(model = %b.model, method = b.method, rows = b.rows, "vector index built");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "vector index maintenance failed; run `kb reindex`"),
-            }
-        }
-    });
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown requested");
-}
-
 pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
-    let dbs = databases(config, args.db_connections).await?;
-    let embedder = http::metrics::Metered::wrap(load_embedder(config).await?);
-    register_model(&dbs.admin, embedder.as_ref()).await?;
+    let dbs = runtime::databases(config, args.db_connections).await?;
+    let embedder = http::metrics::Metered::wrap(runtime::load_embedder(config).await?);
+    runtime::register_model(&dbs.admin, embedder.as_ref()).await?;
     let jwt = jwt_keys(config, &args.jwt)?;
-    let pipeline = pipeline(config, dbs.app.clone(), embedder.clone()).await?;
+    let pipeline = runtime::pipeline(config, dbs.app.clone(), embedder.clone()).await?;
     // Install the recorder before the first metric is recorded.
     let _ = http::metrics::handle();
 
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let (stop, stopped) = watch::channel(false);
-    let mut workers = spawn_workers(&pipeline, args.workers, Duration::from_secs(args.job_lease_secs), &stopped);
-    spawn_index_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
+    let lease = Duration::from_secs(args.job_lease_secs);
+    let mut workers = runtime::spawn_workers(&pipeline, args.workers, lease, config.job_timeout(), &stopped);
+    runtime::spawn_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
     let state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());
     tracing::info!(addr = %listener.local_addr()?, workers = args.workers, "serving");
-    http::serve(listener, state, shutdown_signal()).await?;
+    http::serve(listener, state, runtime::shutdown_signal()).await?;
     // Workers hand their running jobs back to the queue as they stop.
     let _ = stop.send(true);
     while workers.join_next().await.is_some() {}
@@ -297,22 +192,23 @@ pub async fn worker(config: &Config, args: WorkerArgs) -> anyhow::Result<()> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let dbs = databases(config, (args.workers as u32) * 2 + 1).await?;
-    let embedder = http::metrics::Metered::wrap(load_embedder(config).await?);
-    register_model(&dbs.admin, embedder.as_ref()).await?;
-    let pipeline = pipeline(config, dbs.app.clone(), embedder).await?;
+    let dbs = runtime::databases(config, (args.workers as u32) * 2 + 1).await?;
+    let embedder = http::metrics::Metered::wrap(runtime::load_embedder(config).await?);
+    runtime::register_model(&dbs.admin, embedder.as_ref()).await?;
+    let pipeline = runtime::pipeline(config, dbs.app.clone(), embedder).await?;
     let (stop, stopped) = watch::channel(false);
-    let mut workers = spawn_workers(&pipeline, args.workers, Duration::from_secs(args.job_lease_secs), &stopped);
-    spawn_index_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
+    let lease = Duration::from_secs(args.job_lease_secs);
+    let mut workers = runtime::spawn_workers(&pipeline, args.workers, lease, config.job_timeout(), &stopped);
+    runtime::spawn_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
     tracing::info!(workers = args.workers, "ingestion workers running");
-    shutdown_signal().await;
+    runtime::shutdown_signal().await;
     let _ = stop.send(true);
     while workers.join_next().await.is_some() {}
     Ok(())
 }
 
 pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
-    let admin = connect(config).await?;
+    let admin = runtime::connect(config).await?;
     let mut conn = admin.acquire().await?;
     match command {
         UserCommand::Add { email } => {
@@ -336,7 +232,7 @@ pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
 
 pub async fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
     let keys = jwt_keys(config, &args.jwt)?;
-    let admin = connect(config).await?;
+    let admin = runtime::connect(config).await?;
     let mut conn = admin.acquire().await?;
     let user = users::user_by_email(&mut conn, &args.email)
         .await?
