@@ -193,11 +193,7 @@ BEGIN
       file_size = CASE WHEN d.status = 'ready' THEN d.file_size ELSE octet_length(p_body) END
   WHERE d.id = v_doc.id;
 
-  INSERT INTO public.ingest_jobs AS j (document_id, requested_by)
-  VALUES (v_doc.id, v_owner)
-  ON CONFLICT (document_id) WHERE status IN ('queued', 'running')
-  DO UPDATE SET rerun = (j.status = 'running')
-  RETURNING j.id INTO v_job;
+  v_job := public.enqueue_ingest_job(v_doc.id);
   RETURN QUERY SELECT v_doc.id, 'queued'::text, v_job;
 END;
 $$;

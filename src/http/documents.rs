@@ -207,7 +207,7 @@ async fn upload(
     // The whole body is read before the transaction starts: an interrupted upload fails
     // here with nothing written, and a slow client never holds a database connection.
     let file = read_upload(&state, request).await?;
-    submit(&state, caller, bucket_id, file, None).await
+    submit(&state, caller, bucket_id, file).await
 }
 
 /// A new version of a document named by its id.
@@ -226,7 +226,7 @@ async fn replace(
         return Err(ApiError::UnsupportedMediaType("a new version must have the same file type".into()));
     }
     file.key = key;
-    submit(&state, caller, document.bucket_id, file, Some(id)).await
+    submit(&state, caller, document.bucket_id, file).await
 }
 
 /// Stores the upload as a version of the document under its key, within the caller's quotas,
@@ -236,7 +236,6 @@ async fn submit(
     caller: Caller,
     bucket_id: Uuid,
     file: UploadedFile,
-    expect: Option<Uuid>,
 ) -> Result<UploadResponse, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     let bucket = buckets::bucket_by_id(&mut tx, bucket_id).await?.ok_or(ApiError::NotFound("bucket"))?;
@@ -267,9 +266,6 @@ async fn submit(
     metrics::counter!(super::metrics::UPLOADS, "format" => file.format.as_str()).increment(1);
     let id = submitted.document_id();
     tracing::info!(document = %id, bucket = %bucket_id, bytes = file.body.len(), ?submitted, "upload accepted");
-    if let (Some(expected), documents::Submitted::Duplicate { .. }) = (expect, submitted) {
-        tracing::info!(document = %expected, duplicate_of = %id, "the new version duplicates another document");
-    }
     let (code, status, outcome) = match submitted {
         documents::Submitted::Queued { .. } => (StatusCode::ACCEPTED, "processing", "queued"),
         documents::Submitted::Unchanged { .. } => (StatusCode::OK, "ready", "unchanged"),

@@ -155,6 +155,7 @@ pub async fn process(
         }
         Leased::Finished(Err(IngestError::LeaseLost)) | Leased::Lost => Ok(Pass::Lost { document_id }),
         Leased::Finished(Err(e)) if e.is_transient() && job.attempts < job.max_attempts => {
+            tracing::debug!(document = %document_id, error = ?e, "transient failure");
             let error = e.to_string();
             let delay = Duration::from_secs(2u64.pow(job.attempts.clamp(1, 8) as u32));
             tracing::warn!(%error, ?delay, attempt = job.attempts, "transient failure; retrying later");
@@ -166,7 +167,10 @@ pub async fn process(
             tx.commit().await?;
             Ok(Pass::Retrying { document_id, error, delay })
         }
-        Leased::Finished(Err(e)) => fail(pipeline, job, Some(&hash), &e.to_string()).await,
+        Leased::Finished(Err(e)) => {
+            tracing::warn!(document = %document_id, error = ?e, "processing failed");
+            fail(pipeline, job, Some(&hash), &e.to_string()).await
+        }
         Leased::TimedOut => {
             let error = format!("processing took longer than {} s", settings.job_timeout.as_secs());
             fail(pipeline, job, Some(&hash), &error).await

@@ -44,7 +44,8 @@ pub enum IngestError {
     EmbeddingShape { got: usize, dims: usize, want: usize, expected: usize },
     #[error("cannot read the file: {0}")]
     Read(std::io::Error),
-    #[error("database error: {0}")]
+    /// Its detail goes to the log, never into `processing_error` (which users read).
+    #[error("a database error stopped the processing (the server log has the detail)")]
     Database(#[from] sqlx::Error),
     #[error("the preparation task was lost")]
     Worker,

@@ -213,31 +213,30 @@ pub async fn record_failure(
     source_hash: Option<&str>,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    let dropped: Option<Option<String>> = sqlx::query_scalar(
+    // The bytes of a failed version of a ready document go first, while `pending_hash` still
+    // names them; a never-ready document keeps its bytes.
+    sqlx::query(
+        "DELETE FROM public.knowledge_document_sources s USING public.knowledge_documents d
+         WHERE d.id = $1 AND d.status = 'ready' AND ($2::text IS NULL OR d.pending_hash = $2)
+           AND s.document_id = d.id AND s.content_hash = d.pending_hash
+           AND s.content_hash IS DISTINCT FROM d.content_hash",
+    )
+    .bind(id)
+    .bind(source_hash)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
         "UPDATE public.knowledge_documents d
          SET status = CASE WHEN d.status = 'ready' THEN 'ready' ELSE 'failed' END,
              pending_hash = CASE WHEN d.status = 'ready' THEN NULL ELSE d.pending_hash END,
              processing_error = $3, processing_error_at = now()
-         FROM (SELECT id, pending_hash AS was_pending FROM public.knowledge_documents WHERE id = $1) old
-         WHERE d.id = old.id AND ($2::text IS NULL OR d.pending_hash = $2)
-         RETURNING CASE WHEN d.status = 'ready' THEN old.was_pending END",
+         WHERE d.id = $1 AND ($2::text IS NULL OR d.pending_hash = $2)",
     )
     .bind(id)
     .bind(source_hash)
     .bind(error)
-    .fetch_optional(&mut *conn)
+    .execute(conn)
     .await?;
-    if let Some(Some(failed)) = dropped {
-        sqlx::query(
-            "DELETE FROM public.knowledge_document_sources s USING public.knowledge_documents d
-             WHERE s.document_id = $1 AND s.content_hash = $2 AND d.id = s.document_id
-               AND d.content_hash IS DISTINCT FROM $2",
-        )
-        .bind(id)
-        .bind(failed)
-        .execute(conn)
-        .await?;
-    }
     Ok(())
 }
 

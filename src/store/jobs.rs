@@ -30,9 +30,6 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-const CLAIMED: &str =
-    "RETURNING j.id, j.document_id, j.requested_by, j.attempts, j.max_attempts, j.claim_token AS token";
-
 /// Claims a runnable job — queued and due, or running with an expired lease (its worker
 /// died) — fairly across owners: the owner with the fewest jobs running goes first, then the
 /// oldest job. Run as `service_role`.
@@ -41,25 +38,15 @@ pub async fn claim(
     worker_id: &str,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE public.ingest_jobs j
-         SET status = 'running', attempts = j.attempts + 1, worker_id = $1, claim_token = gen_random_uuid(),
-             lease_until = now() + make_interval(secs => $2)
-         WHERE j.id = (
-           SELECT c.id FROM public.ingest_jobs c
+    let pick = "SELECT c.id FROM public.ingest_jobs c
            LEFT JOIN (SELECT requested_by, count(*) AS n FROM public.ingest_jobs
                       WHERE status = 'running' AND lease_until >= now() GROUP BY requested_by) r
              ON r.requested_by = c.requested_by
            WHERE (c.status = 'queued' AND c.run_after <= now()) OR (c.status = 'running' AND c.lease_until < now())
            ORDER BY coalesce(r.n, 0), c.run_after
            LIMIT 1
-           FOR UPDATE OF c SKIP LOCKED)
-         {CLAIMED}"
-    ))
-    .bind(worker_id)
-    .bind(seconds(lease))
-    .fetch_optional(conn)
-    .await
+           FOR UPDATE OF c SKIP LOCKED";
+    claim_picked(conn, pick, worker_id, lease, None).await
 }
 
 /// Claims one given job if it is runnable (the command line processes the jobs it submitted).
@@ -69,22 +56,32 @@ pub async fn claim_job(
     worker_id: &str,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let pick = "SELECT c.id FROM public.ingest_jobs c
+           WHERE c.id = $3 AND (c.status = 'queued' OR (c.status = 'running' AND c.lease_until < now()))
+           FOR UPDATE SKIP LOCKED";
+    claim_picked(conn, pick, worker_id, lease, Some(job_id)).await
+}
+
+/// Claims the job `pick` selects ($3: `job_id`): a new fencing token and a lease.
+async fn claim_picked(
+    conn: &mut PgConnection,
+    pick: &str,
+    worker_id: &str,
+    lease: Duration,
+    job_id: Option<Uuid>,
+) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    let sql = format!(
         "UPDATE public.ingest_jobs j
-         SET status = 'running', attempts = j.attempts + 1, worker_id = $2, claim_token = gen_random_uuid(),
-             lease_until = now() + make_interval(secs => $3)
-         WHERE j.id = (
-           SELECT c.id FROM public.ingest_jobs c
-           WHERE c.id = $1
-             AND (c.status = 'queued' OR (c.status = 'running' AND c.lease_until < now()))
-           FOR UPDATE SKIP LOCKED)
-         {CLAIMED}"
-    ))
-    .bind(job_id)
-    .bind(worker_id)
-    .bind(seconds(lease))
-    .fetch_optional(conn)
-    .await
+         SET status = 'running', attempts = j.attempts + 1, worker_id = $1, claim_token = gen_random_uuid(),
+             lease_until = now() + make_interval(secs => $2)
+         WHERE j.id = ({pick})
+         RETURNING j.id, j.document_id, j.requested_by, j.attempts, j.max_attempts, j.claim_token AS token"
+    );
+    let query = sqlx::query_as(&sql).bind(worker_id).bind(seconds(lease));
+    match job_id {
+        Some(id) => query.bind(id).fetch_optional(conn).await,
+        None => query.fetch_optional(conn).await,
+    }
 }
 
 /// Locks the job for the rest of this transaction if the claim still holds: every write a

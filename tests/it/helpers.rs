@@ -60,13 +60,19 @@ pub async fn local_embedder() -> Arc<dyn Embedder> {
         .clone()
 }
 
-/// A real embedder that counts the texts it is asked to embed.
+/// A real embedder that counts the texts it is asked to embed, and can pause before each
+/// call (a job that outlives its lease).
 pub struct Counting {
     pub inner: Arc<dyn Embedder>,
     pub texts: AtomicUsize,
+    pub pause: Duration,
 }
 
 impl Counting {
+    pub async fn new(pause: Duration) -> Counting {
+        Counting { inner: local_embedder().await, texts: AtomicUsize::new(0), pause }
+    }
+
     pub fn count(&self) -> usize {
         self.texts.load(Ordering::SeqCst)
     }
@@ -88,6 +94,7 @@ impl Embedder for Counting {
     }
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
+        tokio::time::sleep(self.pause).await;
         self.inner.embed(texts).await
     }
 }
@@ -104,7 +111,7 @@ pub struct Kb {
 impl Kb {
     pub async fn new(bucket_name: &str) -> Kb {
         let db = TestDb::new().await;
-        let embedder = Arc::new(Counting { inner: local_embedder().await, texts: AtomicUsize::new(0) });
+        let embedder = Arc::new(Counting::new(Duration::ZERO).await);
         let owner = user(&db.pool, &format!("{bucket_name}-owner@example.com")).await;
         let bucket = bucket(&db.pool, owner, bucket_name, "general", embedder.model()).await;
         let pipeline = Pipeline {

@@ -3,16 +3,15 @@
 //! files, real model, real database.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use kb::embed::{EmbedError, Embedder};
+use kb::embed::Embedder;
 use kb::ingest::{Outcome, Pass, Pipeline, WorkerSettings, job};
 use kb::search::{Mode, SearchRequest};
 use kb::store::{self, Role, documents, jobs};
 use uuid::Uuid;
 
-use crate::helpers::{Counting, Kb, local_embedder};
+use crate::helpers::{Counting, Kb};
 
 const GOOD: &str = "# Refunds\n\nAnnual plans are refunded in full within thirty days of purchase.\n";
 const NEWER: &str = "# Refunds\n\nMonthly plans renew automatically and are never refunded after renewal.\n";
@@ -176,32 +175,6 @@ async fn editing_a_file_into_a_copy_of_another_leaves_no_stale_chunks() {
     assert_eq!(documents, 1);
 }
 
-/// The real model, with a pause before each embedding call: a job that outlives its lease.
-struct Slow {
-    inner: Arc<dyn Embedder>,
-    pause: Duration,
-}
-
-#[async_trait::async_trait]
-impl Embedder for Slow {
-    fn model(&self) -> &str {
-        self.inner.model()
-    }
-    fn dimensions(&self) -> usize {
-        self.inner.dimensions()
-    }
-    fn max_input_tokens(&self) -> usize {
-        self.inner.max_input_tokens()
-    }
-    fn tokenizer(&self) -> kb::chunk::Tokenizer {
-        self.inner.tokenizer()
-    }
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        tokio::time::sleep(self.pause).await;
-        self.inner.embed(texts).await
-    }
-}
-
 #[tokio::test]
 async fn a_worker_that_lost_its_lease_writes_nothing_and_the_document_is_ready_once() {
     let kb = Kb::new("fenced").await;
@@ -223,18 +196,14 @@ async fn a_worker_that_lost_its_lease_writes_nothing_and_the_document_is_ready_o
     tx.commit().await.expect("commit");
 
     // Worker A: a 1 s lease it never renews, and an embedder slower than that.
-    let slow = Pipeline {
-        embedder: Arc::new(Slow { inner: local_embedder().await, pause: Duration::from_secs(3) }),
-        ..kb.pipeline.clone()
-    };
+    let slow = Pipeline { embedder: Arc::new(Counting::new(Duration::from_secs(3)).await), ..kb.pipeline.clone() };
     let mut stuck = WorkerSettings::new(Duration::from_secs(1), Duration::from_secs(600));
     stuck.renew_every = Duration::from_secs(3600);
     let a = tokio::spawn(async move { job::run_once(&slow, &stuck).await });
 
     // Worker B takes the job over once A's lease has expired, and finishes first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let counting = Arc::new(Counting { inner: local_embedder().await, texts: AtomicUsize::new(0) });
-    let fast = Pipeline { embedder: counting.clone(), ..kb.pipeline.clone() };
+    let fast = Pipeline { embedder: Arc::new(Counting::new(Duration::ZERO).await), ..kb.pipeline.clone() };
     let settings = WorkerSettings::new(Duration::from_secs(30), Duration::from_secs(600));
     let b = job::run_once(&fast, &settings).await.expect("pass");
     assert!(matches!(b, Pass::Done { .. }), "B: {b:?}");

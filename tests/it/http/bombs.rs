@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kb::http::Limits;
-use serde_json::Value;
 
 use super::{Setup, TestServer};
 use crate::helpers::local_embedder;
@@ -17,17 +16,8 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 async fn upload_file(server: &TestServer, token: &str, bucket: &str, name: &str, mime: &str, body: Vec<u8>) -> String {
     let part = reqwest::multipart::Part::bytes(body).file_name(name.to_string()).mime_str(mime).expect("mime");
-    let form = reqwest::multipart::Form::new().part("file", part);
-    let response = server
-        .client
-        .post(server.url(&format!("/v1/buckets/{bucket}/documents")))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(response.status(), 202, "{name}");
-    let body: Value = response.json().await.expect("json");
+    let (status, body) = server.upload_form(token, bucket, reqwest::multipart::Form::new().part("file", part)).await;
+    assert_eq!(status, 202, "{name}");
     body["id"].as_str().expect("id").to_string()
 }
 

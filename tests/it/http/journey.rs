@@ -79,16 +79,8 @@ async fn upload_file(server: &TestServer, token: &str, bucket: &str, path: &str,
     let form = Form::new()
         .part("file", Part::bytes(bytes).file_name(name).mime_str(mime).expect("test step"))
         .text("title", format!("uploaded {path}"));
-    let response = server
-        .client
-        .post(server.url(&format!("/v1/buckets/{bucket}/documents")))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .expect("test step");
-    assert_eq!(response.status(), 202, "{path}");
-    let body: Value = response.json().await.expect("JSON body");
+    let (status, body) = server.upload_form(token, bucket, form).await;
+    assert_eq!(status, 202, "{path}");
     assert_eq!(body["status"], "processing");
     body["id"].as_str().expect("test step").to_string()
 }

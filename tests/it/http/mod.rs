@@ -247,6 +247,20 @@ impl TestServer {
         body["id"].as_str().expect("id").to_string()
     }
 
+    /// Uploads a multipart form into the bucket; the status and the JSON answer.
+    pub async fn upload_form(&self, token: &str, bucket: &str, form: reqwest::multipart::Form) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/buckets/{bucket}/documents")))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("upload json"))
+    }
+
     /// `method path` as the holder of `token`.
     pub async fn call(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::Response {
         self.client.request(method, self.url(path)).bearer_auth(token).send().await.expect("request")

@@ -93,16 +93,7 @@ async fn upload_at(
     let name = path.rsplit('/').next().unwrap_or(path).to_string();
     let part = reqwest::multipart::Part::bytes(body.to_vec()).file_name(name);
     let form = reqwest::multipart::Form::new().part("file", part).text("path", path.to_string());
-    let response = server
-        .client
-        .post(server.url(&format!("/v1/buckets/{bucket}/documents")))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json"))
+    server.upload_form(token, bucket, form).await
 }
 
 #[tokio::test]
