@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 command -v cargo >/dev/null 2>&1 || { echo "demo: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
-cargo build --locked --quiet --bin kb
+echo "== cargo build --bin kb (on a fresh machine the first build takes 10 to 40 minutes)"
+cargo build --locked --bin kb
 kb="${CARGO_TARGET_DIR:-target}/debug/kb"
 
 echo "== kb ingest sample_docs --bucket samples"

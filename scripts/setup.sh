@@ -209,7 +209,10 @@ debian_mirror() {
       ' "${files[@]}")"
     fi
   fi
-  printf '%s\n' "${uri:-http://deb.debian.org/debian}"
+  if [[ -z "$uri" ]]; then
+    die "no Debian mirror with suite ${codename:-?} and component main in the apt sources; set KB_DEBIAN_MIRROR"
+  fi
+  printf '%s\n' "$uri"
 }
 
 build_pgvector_from_source() {

@@ -10,6 +10,7 @@ use candle_core::{D, DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tracing::{debug, instrument};
 
 use super::{DEFAULT_LOCAL_MODEL, EmbedError, Embedder};
@@ -134,6 +135,33 @@ impl ModelFiles {
     }
 }
 
+impl ModelFiles {
+    /// The first 12 hex digits of a sha256 over every file that decides the vectors (weights,
+    /// config, tokenizer, pooling and modules), each with its role and length: two models
+    /// share a name only when they would give the same vectors.
+    fn fingerprint(&self) -> Result<String, EmbedError> {
+        let mut hasher = Sha256::new();
+        let files = [
+            ("config", Some(&self.config)),
+            ("tokenizer", Some(&self.tokenizer)),
+            ("weights", Some(&self.weights)),
+            ("pooling", self.pooling.as_ref()),
+            ("modules", self.modules.as_ref()),
+            ("sentence_bert", self.sentence_bert.as_ref()),
+        ];
+        for (role, path) in files {
+            let Some(path) = path else { continue };
+            let bytes =
+                std::fs::read(path).map_err(|e| EmbedError::Config(format!("cannot read {}: {e}", path.display())))?;
+            hasher.update(role.as_bytes());
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(&bytes);
+        }
+        let digest = hasher.finalize();
+        Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
+    }
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, EmbedError> {
     let bytes = std::fs::read(path).map_err(|e| EmbedError::Config(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_slice(&bytes).map_err(|e| EmbedError::Config(format!("{} is not valid: {e}", path.display())))
@@ -149,15 +177,19 @@ impl LocalEmbedder {
     /// most texts per forward pass.
     pub async fn load(source: &str, batch_size: usize) -> Result<LocalEmbedder, EmbedError> {
         let dir = Path::new(source);
-        let (files, name) = if dir.is_dir() {
+        let (files, base_name) = if dir.is_dir() {
             (ModelFiles::in_dir(dir), model_name_of_dir(dir))
         } else {
             (ModelFiles::from_hub(source).await?, source.to_string())
         };
-        // Reading 90 MB of weights and building the model is blocking work.
-        let model = tokio::task::spawn_blocking(move || Model::load(&files))
-            .await
-            .map_err(|e| EmbedError::Config(format!("loading the model panicked: {e}")))??;
+        // Reading 90 MB of weights, hashing them and building the model is blocking work.
+        let (model, fingerprint) = tokio::task::spawn_blocking(move || {
+            let fingerprint = files.fingerprint()?;
+            Ok::<_, EmbedError>((Model::load(&files)?, fingerprint))
+        })
+        .await
+        .map_err(|e| EmbedError::Config(format!("loading the model panicked: {e}")))??;
+        let name = format!("{base_name}@{fingerprint}");
         debug!(
             model = %name,
             dimensions = model.dimensions,
@@ -185,9 +217,10 @@ impl LocalEmbedder {
     }
 }
 
-/// The name stored with vectors of a model loaded from a directory: the directory's name, so the
-/// same model gives the same name wherever it is installed; the default model's directory maps
-/// to its hub id, which is also the name it has when loaded from the hub.
+/// The readable part of the name stored with vectors of a model loaded from a directory: the
+/// directory's name, so the same model gives the same name wherever it is installed; the
+/// default model's directory maps to its hub id, which is also its name from the hub. The
+/// stored name adds the model's fingerprint: `<name>@<12 hex digits>`.
 fn model_name_of_dir(dir: &Path) -> String {
     let dir_name = dir
         .canonicalize()

@@ -81,7 +81,7 @@ pub fn ivfflat_lists(rows: i64) -> i32 {
 }
 
 /// The index name of a model: derived from a hash, since model names hold `/` and `-`.
-fn index_name(model: &str) -> String {
+pub fn index_name(model: &str) -> String {
     format!("knowledge_chunks_embedding_{}", &crate::hash::bytes_hash(model.as_bytes())[..12])
 }
 

@@ -43,7 +43,10 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 async fn the_local_model_matches_sentence_transformers_with_texts_batched_together() {
     let reference = reference();
     let model = load_model().await;
-    assert_eq!(model.model(), reference.model);
+    // The name is the hub id plus the fingerprint of the model's files.
+    let (name, fingerprint) = model.model().split_once('@').expect("a fingerprinted name");
+    assert_eq!(name, reference.model);
+    assert!(fingerprint.len() == 12 && fingerprint.chars().all(|c| c.is_ascii_hexdigit()), "{fingerprint}");
     assert_eq!(model.dimensions(), reference.dims);
 
     let items: Vec<&ReferenceItem> = reference.items.iter().filter(|i| !i.truncated).collect();

@@ -3,6 +3,7 @@
 
 mod chunking;
 mod cluster;
+mod config_docs;
 mod embed_local;
 mod extract_pdf;
 mod helpers;

@@ -3,7 +3,7 @@
 
 use kb::search::{Mode, SearchRequest};
 use kb::store::chunks::{NewChunk, replace_chunks};
-use kb::store::index::{IndexMethod, ensure_indexes};
+use kb::store::index::{IndexMethod, ensure_indexes, index_name};
 use kb::store::{self, Role, documents};
 use pgvector::Vector;
 use sqlx::PgPool;
@@ -130,6 +130,16 @@ async fn nearest_ids(pool: &PgPool, user: Uuid, query: &[f32], request: &SearchR
     hits.into_iter().map(|h| h.chunk_id).collect()
 }
 
+/// `nearest_ids` through the vector index even for scopes small enough for an exact search.
+async fn nearest_ids_by_index(pool: &PgPool, user: Uuid, query: &[f32], request: &SearchRequest) -> Vec<Uuid> {
+    let model = local_embedder().await.model().to_string();
+    let mut tx = store::begin_as(pool, user, Role::Authenticated).await.expect("begin");
+    sqlx::query("SET LOCAL kb.exact_search_max_rows = 0").execute(&mut *tx).await.expect("set");
+    let hits = kb::search::nearest(&mut tx, &model, &Vector::from(query.to_vec()), request).await.expect("search");
+    tx.commit().await.expect("commit");
+    hits.into_iter().map(|h| h.chunk_id).collect()
+}
+
 async fn exact_ids(pool: &PgPool, query: &[f32], bucket_type: Option<&str>, limit: i64) -> Vec<Uuid> {
     sqlx::query_scalar(
         "SELECT c.id FROM knowledge_chunks c JOIN knowledge_buckets b ON b.id = c.bucket_id
@@ -146,35 +156,110 @@ async fn exact_ids(pool: &PgPool, query: &[f32], bucket_type: Option<&str>, limi
 
 #[tokio::test]
 async fn the_search_plan_uses_the_models_vector_index() {
-    let c = corpus(5_000).await;
+    // More rows than a small tenant's exact search covers, so the vector index serves it.
+    let c = corpus(6_000).await;
     let builds = ensure_indexes(&c.db.pool, None).await.expect("index").builds;
     assert_eq!(builds.len(), 1, "an index is built once data exists");
-    assert_eq!(builds[0].lists, Some(5), "lists sized to the row count");
+    assert_eq!(builds[0].lists, Some(6), "lists sized to the row count");
 
+    // The real function call, with filters, as the owner; the index it scanned, by name.
     let model = local_embedder().await.model().to_string();
-    let sql: String = sqlx::query_scalar("SELECT public.knowledge_nearest_chunks_sql(384, $1)")
-        .bind(&model)
-        .fetch_one(&c.db.pool)
-        .await
-        .expect("sql");
+    let index = format!("public.{}", index_name(&model));
     let mut tx = store::begin_as(&c.db.pool, c.owner, Role::Authenticated).await.expect("begin");
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT chunk_id FROM search_knowledge_chunks(p_user_id => $1, p_query_embedding => $2,
+           p_bucket_type => 'general', p_limit => 10, p_similarity_threshold => -1)",
+    )
+    .bind(c.owner)
+    .bind(Vector::from(c.topics[0].clone()))
+    .fetch_all(&mut *tx)
+    .await
+    .expect("search");
+    assert_eq!(rows.len(), 10);
+    let scans: i64 = sqlx::query_scalar("SELECT pg_stat_get_xact_numscans($1::regclass)")
+        .bind(&index)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("scans");
+    assert!(scans >= 1, "the search did not scan {index}");
+    tx.rollback().await.expect("rollback");
+}
+
+#[tokio::test]
+async fn a_small_tenant_searches_its_own_rows_exactly_without_reading_anyone_elses() {
+    let c = corpus(200_000).await;
+    ensure_indexes(&c.db.pool, Some(IndexMethod::Hnsw)).await.expect("index");
+    let model = local_embedder().await.model().to_string();
+
+    // A tenant with 3 chunks: the first is the query vector itself.
+    let small = user(&c.db.pool, "small@example.com").await;
+    let own = bucket(&c.db.pool, small, "notes", "general", &model).await.id;
+    let vectors = [c.topics[0].clone(), c.topics[1].clone(), c.topics[2].clone()];
+    let chunks: Vec<NewChunk> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| NewChunk {
+            chunk_index: i as i32,
+            content: format!("small tenant chunk {i}"),
+            content_hash: format!("small-{i}"),
+            token_count: 4,
+            embedding: Vector::from(v.clone()),
+            metadata: serde_json::json!({}),
+        })
+        .collect();
+    let mut tx = store::begin_as(&c.db.pool, small, Role::ServiceRole).await.expect("begin");
+    let new = documents::NewDocument {
+        bucket_id: own,
+        title: "notes",
+        file_name: "notes.txt",
+        file_type: Some("txt"),
+        file_size: 0,
+        upload_path: "notes.txt",
+        content_hash: "notes",
+        created_by: small,
+    };
+    let doc = documents::insert_ready(&mut tx, &new).await.expect("doc");
+    replace_chunks(&mut tx, doc, own, &model, &chunks).await.expect("chunks");
+    tx.commit().await.expect("commit");
+
+    for function in ["search_knowledge_chunks(", "hybrid_search_knowledge_chunks(p_query_text => 'refund policy', "] {
+        let mut tx = store::begin_as(&c.db.pool, small, Role::Authenticated).await.expect("begin");
+        let hits: Vec<(String, f64)> = sqlx::query_as(&format!(
+            "SELECT chunk_content, similarity_score FROM {function}
+               p_user_id => NULL, p_query_embedding => $1, p_limit => 10, p_similarity_threshold => -1)"
+        ))
         .bind(Vector::from(c.topics[0].clone()))
-        .bind(None::<Uuid>)
-        .bind(None::<String>)
-        .bind(None::<Uuid>)
-        .bind(None::<Uuid>)
-        .bind(10_i32)
         .fetch_all(&mut *tx)
         .await
-        .expect("explain");
-    let plan = plan.join("\n");
-    assert!(plan.contains("Index Scan using knowledge_chunks_embedding_"), "plan without the vector index:\n{plan}");
+        .expect("search");
+        let contents: Vec<&str> = hits.iter().map(|(content, _)| content.as_str()).collect();
+        assert_eq!(contents.len(), 3, "{function}: {contents:?}");
+        assert_eq!(contents[0], "small tenant chunk 0", "{function}: the exact match first");
+        assert!((hits[0].1 - 1.0).abs() < 1e-4, "{function}: similarity {}", hits[0].1);
+
+        // Rows read from knowledge_chunks in this transaction, by any scan.
+        let (seq, fetched, index_scans): (i64, i64, i64) = sqlx::query_as(
+            "SELECT pg_stat_get_xact_tuples_returned('public.knowledge_chunks'::regclass),
+                    pg_stat_get_xact_tuples_fetched('public.knowledge_chunks'::regclass),
+                    pg_stat_get_xact_numscans($1::regclass)",
+        )
+        .bind(format!("public.{}", index_name(&model)))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("stats");
+        eprintln!("{function}: rows read from knowledge_chunks: {seq} by sequential scans, {fetched} by index");
+        assert!(seq + fetched < 1_000, "{function}: read {seq} + {fetched} rows of knowledge_chunks");
+        if !function.starts_with("hybrid") {
+            assert_eq!(index_scans, 0, "the vector index of everyone's rows was scanned");
+        }
+        tx.rollback().await.expect("rollback");
+    }
 }
 
 #[tokio::test]
 async fn a_one_percent_filter_still_returns_k_rows_with_either_index() {
-    // 50 lists: the filtered search probes 20 of them, so the iterative scan is exercised.
+    // 50 lists: the filtered search probes 20 of them, so the iterative scan is exercised
+    // (the 500 rare rows would otherwise get a small scope's exact search).
     let c = corpus(50_000).await;
     for method in [IndexMethod::Ivfflat, IndexMethod::Hnsw] {
         ensure_indexes(&c.db.pool, Some(method)).await.expect("index");
@@ -182,7 +267,7 @@ async fn a_one_percent_filter_still_returns_k_rows_with_either_index() {
         for topic in &c.topics[..8] {
             let mut req = request(Mode::Vector, 10);
             req.bucket_type = Some("rare".into());
-            let got = nearest_ids(&c.db.pool, c.owner, topic, &req).await;
+            let got = nearest_ids_by_index(&c.db.pool, c.owner, topic, &req).await;
             assert_eq!(got.len(), 10, "{method:?}: a 1% filter returned {} rows", got.len());
             let exact = exact_ids(&c.db.pool, topic, Some("rare"), 10).await;
             recall += got.iter().filter(|id| exact.contains(id)).count() as f64 / 10.0;

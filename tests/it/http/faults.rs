@@ -3,7 +3,7 @@
 //! `kb_app` like any deployment), takes uploads of sample documents over HTTP, and is
 //! SIGKILLed while a worker holds a job of a `processing` document. Started again with the
 //! same arguments (a 3 s `--job-lease-secs`, so the dead workers' leases expire quickly), it
-//! must drain the queue and leave no trace of the crash: every document `ready` or `failed`,
+//! must drain the queue and leave no trace of the crash: every document `ready`,
 //! the chunks of each ready document exactly those a clean ingestion produces (indexes
 //! 0..n-1, no duplicates, nothing missing), no chunks of failed documents, one document per
 //! uploaded file, no job left queued or running.
@@ -285,12 +285,9 @@ async fn a_server_killed_mid_ingestion_recovers_every_upload_on_restart() {
     ids.sort();
     uploaded.sort();
     assert_eq!(ids, uploaded, "the documents are the ones the uploads created");
+    // Every sample is a valid document: the crash may delay it, never fail it.
     for (id, name, status, error) in &documents {
-        match status.as_str() {
-            "ready" => {}
-            "failed" => assert!(error.as_deref().is_some_and(|e| !e.is_empty()), "{name} failed without a reason"),
-            other => panic!("{name} ({id}) ended {other:?}:\n{state}"),
-        }
+        assert_eq!(status, "ready", "{name} ({id}) ended {status:?} ({error:?}) after the crash:\n{state}");
     }
     assert_eq!(count(&admin, "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'running')").await, 0);
     let mismatched = count(

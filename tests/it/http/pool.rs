@@ -118,3 +118,32 @@ async fn the_server_login_is_not_privileged() {
     // Creating the login again (another process starting) is harmless.
     kb::store::login::ensure_app_login(&mut conn).await.expect("test step");
 }
+
+/// The hygiene checks above can fail: an identity left at session level on a raw pooled
+/// connection is what `identity` reports. And even on such a connection, a request acts
+/// only as its own caller, since every request sets its role and claims for its transaction.
+#[tokio::test]
+async fn a_leaked_identity_on_a_raw_connection_is_seen_and_requests_still_act_as_their_caller() {
+    let server = TestServer::start(Setup { pool_size: 1, workers: 0, ..Setup::fake() }).await;
+    let (alice, a) = server.user("a@example.com").await;
+    let (_bob, b) = server.user("b@example.com").await;
+    server.create_bucket(&a, "a-bucket").await;
+    {
+        // The pool's only connection, tainted outside any transaction.
+        let mut conn = server.app.acquire().await.expect("test step");
+        sqlx::query("SET ROLE authenticated").execute(&mut *conn).await.expect("test step");
+        sqlx::query("SELECT set_config('request.jwt.claims', $1, false)")
+            .bind(json!({ "sub": alice, "role": "authenticated" }).to_string())
+            .execute(&mut *conn)
+            .await
+            .expect("test step");
+    }
+    let (role, claims) = identity(&server.app).await;
+    assert_eq!(role, "authenticated", "the leaked role is seen");
+    assert!(claims.contains(&alice.to_string()), "the leaked claims are seen: {claims}");
+
+    let listed: Vec<Value> = server.get_json("/v1/buckets", &b).await;
+    assert!(listed.is_empty(), "B's request on A's tainted connection saw {listed:?}");
+    let mine: Vec<Value> = server.get_json("/v1/buckets", &a).await;
+    assert_eq!(mine.len(), 1);
+}

@@ -38,6 +38,36 @@ async fn the_same_file_uploaded_concurrently_ends_as_one_document() {
     let max_index = server.count("SELECT coalesce(max(chunk_index), -1)::bigint FROM knowledge_chunks").await;
     assert!(chunks > 0);
     assert_eq!((distinct, max_index + 1), (chunks, chunks), "chunks duplicated or missing");
+
+    // Then different bytes for the same path, all at once: one version wins whole, with no
+    // chunk of any other, no version left pending and one stored source.
+    let versions: Vec<String> = (0..8).map(|v| format!("Version {v} of the voice. ").repeat(30 + v)).collect();
+    let uploads = versions.iter().map(|content| server.upload_text(&token, &bucket, "voice.md", content));
+    let again: Vec<String> = futures::future::join_all(uploads).await;
+    assert!(again.iter().all(|id| id == &ids[0]), "one document for one path: {again:?}");
+    for _ in 0..300 {
+        if server.count("SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'running')").await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let done = server.wait_done(&token, &ids[0]).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    let winners: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT substring(content from 'Version [0-9]+') FROM knowledge_chunks")
+            .fetch_all(&server.admin)
+            .await
+            .expect("versions");
+    assert_eq!(winners.len(), 1, "chunks of several versions: {winners:?}");
+    let winner = versions.iter().find(|v| v.starts_with(&format!("{} ", winners[0]))).expect("a submitted version");
+    let (hash, pending): (String, Option<String>) =
+        sqlx::query_as("SELECT content_hash, pending_hash FROM knowledge_documents")
+            .fetch_one(&server.admin)
+            .await
+            .expect("document");
+    assert_eq!(hash, kb::hash::bytes_hash(winner.as_bytes()), "the document is the version its chunks are");
+    assert_eq!(pending, None, "a version left pending");
+    assert_eq!(server.count("SELECT count(*) FROM knowledge_document_sources").await, 1);
 }
 
 /// An embedder whose provider is always down: every call is a transient failure.
