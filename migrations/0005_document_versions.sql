@@ -243,15 +243,23 @@ $$;
 -- Locks the job for the rest of the caller's transaction if `p_token` is still its claim:
 -- true, and no other worker can claim it or change it until this transaction ends; false if
 -- the claim was lost (the lease expired and another worker took the job).
+-- The job's document is locked first: submissions lock the document, then its job
+-- (submit_document -> enqueue_ingest_job), and a worker taking them the other way round
+-- would deadlock with an upload of the same file.
 CREATE FUNCTION public.hold_ingest_claim(p_job_id UUID, p_token UUID)
 RETURNS BOOLEAN
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = public, pg_temp
 AS $$
-  SELECT EXISTS (
+BEGIN
+  PERFORM 1 FROM public.knowledge_documents d
+  WHERE d.id = (SELECT j.document_id FROM public.ingest_jobs j WHERE j.id = p_job_id)
+  FOR UPDATE;
+  RETURN EXISTS (
     SELECT 1 FROM public.ingest_jobs j
     WHERE j.id = p_job_id AND j.claim_token = p_token AND j.status = 'running'
     FOR UPDATE);
+END;
 $$;
 
 REVOKE ALL ON FUNCTION public.hold_ingest_claim(UUID, UUID) FROM PUBLIC;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::embed::{EmbedError, Embedder};
 use crate::store::{self, Role};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Nearest chunks by cosine similarity.
@@ -36,7 +36,7 @@ pub struct SearchRequest {
 }
 
 /// One retrieved chunk with its provenance.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SearchHit {
     pub chunk_id: Uuid,
     pub bucket_id: Uuid,
@@ -47,16 +47,17 @@ pub struct SearchHit {
     pub chunk_content: String,
     pub chunk_index: i32,
     pub similarity_score: f64,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub embed_ms: f64,
     pub search_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub query: String,
     pub mode: Mode,

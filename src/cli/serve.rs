@@ -21,6 +21,21 @@ pub struct JwtArgs {
     /// secret generated once and kept (mode 0600) in the data directory.
     #[arg(long, env = "KB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
+    /// Public keys that may also sign the API's JWTs (ES256, RS256, ...; Supabase's signing
+    /// keys): a JSON Web Key Set, or the path of a file holding one.
+    #[arg(long, env = "KB_JWT_JWKS")]
+    pub jwt_jwks: Option<String>,
+    /// Audiences a token's `aud` must contain one of (comma-separated; Supabase:
+    /// `authenticated`). Unset: `aud` is not checked.
+    #[arg(long, env = "KB_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Issuer a token's `iss` must be (Supabase: `https://<project>.supabase.co/auth/v1`).
+    /// Unset: `iss` is not checked.
+    #[arg(long, env = "KB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Longest validity (`exp - iat`) a token may have, like 3600, 90m, 12h or 30d. Unset: no limit.
+    #[arg(long, env = "KB_JWT_MAX_LIFETIME", value_parser = parse_ttl)]
+    pub jwt_max_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -59,6 +74,18 @@ pub struct ServeArgs {
     /// Documents of one user waiting or being processed at once (beyond it: 429 `quota_exceeded`).
     #[arg(long, env = "KB_QUOTA_QUEUED", default_value_t = Quotas::default().max_active_jobs)]
     pub quota_queued: i64,
+    /// Document status streams (server-sent events) open at once on this server.
+    #[arg(long, env = "KB_MAX_STATUS_STREAMS", default_value_t = Limits::default().max_status_streams)]
+    pub max_status_streams: usize,
+    /// Document status streams one user may have open at once.
+    #[arg(long, env = "KB_MAX_STATUS_STREAMS_PER_USER", default_value_t = Limits::default().max_status_streams_per_user)]
+    pub max_status_streams_per_user: usize,
+    /// Seconds a status stream stays open at most (it then ends with an `end` event).
+    #[arg(long, env = "KB_STATUS_STREAM_MAX_SECS", default_value_t = Limits::default().status_stream_lifetime.as_secs())]
+    pub status_stream_max_secs: u64,
+    /// Bearer token that may read `/metrics` (a service_role JWT may too). Unset: only that JWT.
+    #[arg(long, env = "KB_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
     /// Database connections of the server's pool.
     #[arg(long, env = "KB_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -79,6 +106,9 @@ impl ServeArgs {
                 max_stored_bytes: self.quota_bytes,
                 max_active_jobs: self.quota_queued,
             },
+            max_status_streams: self.max_status_streams,
+            max_status_streams_per_user: self.max_status_streams_per_user,
+            status_stream_lifetime: Duration::from_secs(self.status_stream_max_secs.max(1)),
             ..Limits::default()
         }
     }
@@ -159,7 +189,22 @@ fn jwt_keys(config: &Config, args: &JwtArgs) -> anyhow::Result<JwtKeys> {
         Some(secret) => secret.expose_secret().as_bytes().to_vec(),
         None => http::auth::load_or_create_secret(&config.data_dir())?,
     };
-    Ok(JwtKeys::new(&secret)?)
+    let mut keys = JwtKeys::new(&secret)?.with_audience(&args.jwt_audience);
+    if let Some(jwks) = &args.jwt_jwks {
+        let jwks = if jwks.trim_start().starts_with('{') {
+            jwks.clone()
+        } else {
+            std::fs::read_to_string(jwks).with_context(|| format!("reading the JWKS file {jwks}"))?
+        };
+        keys = keys.with_jwks(&jwks).context("KB_JWT_JWKS")?;
+    }
+    if let Some(issuer) = &args.jwt_issuer {
+        keys = keys.with_issuer(issuer);
+    }
+    if let Some(max) = args.jwt_max_lifetime {
+        keys = keys.with_max_lifetime(max);
+    }
+    Ok(keys)
 }
 
 pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
@@ -176,7 +221,8 @@ pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     let lease = Duration::from_secs(args.job_lease_secs);
     let mut workers = runtime::spawn_workers(&pipeline, args.workers, lease, config.job_timeout(), &stopped);
     runtime::spawn_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
-    let state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());
+    let mut state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());
+    state.metrics_token = args.metrics_token.clone().map(std::sync::Arc::new);
     tracing::info!(addr = %listener.local_addr()?, workers = args.workers, "serving");
     http::serve(listener, state, runtime::shutdown_signal()).await?;
     // Workers hand their running jobs back to the queue as they stop.
@@ -231,6 +277,13 @@ pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
 }
 
 pub async fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
+    if let Some(max) = args.jwt.jwt_max_lifetime.filter(|max| args.ttl > *max) {
+        bail!(
+            "--ttl {}s is longer than KB_JWT_MAX_LIFETIME ({}s): the server would refuse the token",
+            args.ttl.as_secs(),
+            max.as_secs()
+        );
+    }
     let keys = jwt_keys(config, &args.jwt)?;
     let admin = runtime::connect(config).await?;
     let mut conn = admin.acquire().await?;

@@ -104,6 +104,33 @@ impl ModelFiles {
         }
     }
 
+    /// The first 12 hex digits of a sha256 over every file that decides the vectors (weights,
+    /// config, tokenizer, pooling and modules), each with its role and length: two models
+    /// share a name only when they would give the same vectors.
+    fn fingerprint(&self) -> Result<String, EmbedError> {
+        let mut hasher = Sha256::new();
+        let files = [
+            ("config", Some(&self.config)),
+            ("tokenizer", Some(&self.tokenizer)),
+            ("weights", Some(&self.weights)),
+            ("pooling", self.pooling.as_ref()),
+            ("modules", self.modules.as_ref()),
+            ("sentence_bert", self.sentence_bert.as_ref()),
+        ];
+        for (role, path) in files {
+            let Some(path) = path else { continue };
+            let unreadable = |e: std::io::Error| EmbedError::Config(format!("cannot read {}: {e}", path.display()));
+            let mut file = std::fs::File::open(path).map_err(unreadable)?;
+            let len = file.metadata().map_err(unreadable)?.len();
+            hasher.update(role.as_bytes());
+            hasher.update(len.to_le_bytes());
+            // Streamed: the weights are not read into memory a second time.
+            std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;
+        }
+        let digest = hasher.finalize();
+        Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Fetches (or finds in the hub cache) the files of a model on the Hugging Face hub.
     async fn from_hub(id: &str) -> Result<ModelFiles, EmbedError> {
         let api = hf_hub::api::tokio::ApiBuilder::from_env()
@@ -132,33 +159,6 @@ impl ModelFiles {
             modules: optional("modules.json").await,
             sentence_bert: optional("sentence_bert_config.json").await,
         })
-    }
-}
-
-impl ModelFiles {
-    /// The first 12 hex digits of a sha256 over every file that decides the vectors (weights,
-    /// config, tokenizer, pooling and modules), each with its role and length: two models
-    /// share a name only when they would give the same vectors.
-    fn fingerprint(&self) -> Result<String, EmbedError> {
-        let mut hasher = Sha256::new();
-        let files = [
-            ("config", Some(&self.config)),
-            ("tokenizer", Some(&self.tokenizer)),
-            ("weights", Some(&self.weights)),
-            ("pooling", self.pooling.as_ref()),
-            ("modules", self.modules.as_ref()),
-            ("sentence_bert", self.sentence_bert.as_ref()),
-        ];
-        for (role, path) in files {
-            let Some(path) = path else { continue };
-            let bytes =
-                std::fs::read(path).map_err(|e| EmbedError::Config(format!("cannot read {}: {e}", path.display())))?;
-            hasher.update(role.as_bytes());
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(&bytes);
-        }
-        let digest = hasher.finalize();
-        Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
     }
 }
 

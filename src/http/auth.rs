@@ -1,7 +1,10 @@
-//! Supabase-style authentication: an HS256 JWT in `Authorization: Bearer` (or the `apikey`
-//! header) with `sub` = user id, `role` in {anon, authenticated, service_role} and `exp`.
-//! The verified caller becomes a [`Caller`], whose transaction acts as that user and role so
-//! row level security decides what the request sees.
+//! Supabase-style authentication: a JWT in `Authorization: Bearer` (or the `apikey` header)
+//! with `sub` = user id, `role` in {anon, authenticated, service_role}, `exp`, and `nbf`
+//! when present. Tokens are signed with the HS256 secret (Supabase's legacy JWT secret, which
+//! `kb token` also signs with) or by one of the asymmetric keys (ES256, RS256, ...) of a
+//! configured JWKS, as Supabase's signing keys do. Audience and issuer are checked when
+//! configured, and so is a maximum lifetime. The verified caller becomes a [`Caller`], whose
+//! transaction acts as that user and role so row level security decides what it sees.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -19,7 +23,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::store::{self, Role};
 
-/// Seconds of clock skew tolerated when checking `exp`.
+/// Seconds of clock skew tolerated when checking `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 5;
 
 /// The claims kb reads and writes; others are ignored.
@@ -31,15 +35,29 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// A string or a list of strings; checked by the validation when an audience is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
-/// Signs and verifies tokens with one HS256 secret.
+/// A public key of the JWKS, with the one algorithm it verifies.
+struct PublicKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Signs and verifies tokens: the HS256 secret, and the public keys of a JWKS.
 pub struct JwtKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    secret: DecodingKey,
+    public: Vec<PublicKey>,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+    max_lifetime: Option<Duration>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -54,6 +72,8 @@ pub enum SecretError {
     Io { path: String, source: std::io::Error },
     #[error("the JWT secret must be at least 32 bytes")]
     TooShort,
+    #[error("the JWKS is not valid: {0}")]
+    Jwks(String),
 }
 
 impl JwtKeys {
@@ -61,44 +81,110 @@ impl JwtKeys {
         if secret.len() < 32 {
             return Err(SecretError::TooShort);
         }
-        // Only HS256: a token naming another algorithm (or `none`) is refused outright.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp"]);
         Ok(JwtKeys {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            secret: DecodingKey::from_secret(secret),
+            public: Vec::new(),
             validation,
+            issuer: None,
+            audience: None,
+            max_lifetime: None,
         })
     }
 
-    /// A signed token for `user` in `role`, valid for `ttl`.
+    /// Also accepts tokens signed by the asymmetric keys of `jwks` (the `keys` of a JSON Web
+    /// Key Set, as Supabase publishes at `/auth/v1/.well-known/jwks.json`). A key's algorithm
+    /// is its `alg`, else follows from its type (EC P-256: ES256, P-384: ES384, RSA: RS256,
+    /// Ed25519: EdDSA). Symmetric keys are refused: the HS256 secret has its own setting.
+    pub fn with_jwks(mut self, jwks: &str) -> Result<JwtKeys, SecretError> {
+        let set: JwkSet = serde_json::from_str(jwks).map_err(|e| SecretError::Jwks(e.to_string()))?;
+        if set.keys.is_empty() {
+            return Err(SecretError::Jwks("it has no keys".into()));
+        }
+        for jwk in &set.keys {
+            let algorithm = jwk_algorithm(jwk)?;
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| SecretError::Jwks(e.to_string()))?;
+            self.public.push(PublicKey { kid: jwk.common.key_id.clone(), algorithm, key });
+        }
+        Ok(self)
+    }
+
+    /// Requires `aud` to contain one of `audiences` (tokens minted here carry the first).
+    pub fn with_audience(mut self, audiences: &[String]) -> JwtKeys {
+        if !audiences.is_empty() {
+            self.validation.set_audience(audiences);
+            self.validation.validate_aud = true;
+            self.validation.required_spec_claims.insert("aud".to_string());
+            self.audience = audiences.first().cloned();
+        }
+        self
+    }
+
+    /// Requires `iss` to be `issuer` (tokens minted here carry it).
+    pub fn with_issuer(mut self, issuer: &str) -> JwtKeys {
+        self.validation.set_issuer(&[issuer]);
+        self.validation.required_spec_claims.insert("iss".to_string());
+        self.issuer = Some(issuer.to_string());
+        self
+    }
+
+    /// Refuses tokens valid for longer than `max` (`exp - iat`; `iat` becomes required).
+    pub fn with_max_lifetime(mut self, max: Duration) -> JwtKeys {
+        self.max_lifetime = Some(max);
+        self
+    }
+
+    /// A signed (HS256) token for `user` in `role`, valid for `ttl`.
     pub fn mint(&self, user: Option<Uuid>, role: Role, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let audience = self.audience.clone().unwrap_or_else(|| role.as_str().to_string());
         let claims = Claims {
             sub: user.map(|u| u.to_string()),
             role: role.as_str().to_string(),
             exp: now.saturating_add(ttl.as_secs()),
             iat: Some(now),
-            aud: Some(role.as_str().to_string()),
+            aud: Some(serde_json::Value::String(audience)),
+            iss: self.issuer.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
     /// The caller a token proves, or why it proves nothing.
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                ErrorKind::InvalidSignature => ApiError::InvalidToken("bad signature"),
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    ApiError::InvalidToken("only HS256 tokens are accepted")
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken("malformed token"))?;
+        let claims = match header.alg {
+            Algorithm::HS256 => self.decode(token, &self.secret, Algorithm::HS256)?,
+            alg => {
+                // The key the header names, else each key of the token's algorithm in turn.
+                let mut candidates = self
+                    .public
+                    .iter()
+                    .filter(|k| k.algorithm == alg && (header.kid.is_none() || k.kid == header.kid))
+                    .peekable();
+                if candidates.peek().is_none() {
+                    return Err(ApiError::InvalidToken("no configured key verifies this token's algorithm and key id"));
                 }
-                ErrorKind::MissingRequiredClaim(_) => ApiError::InvalidToken("a required claim is missing"),
-                _ => ApiError::InvalidToken("malformed token"),
-            })?;
-        let claims = data.claims;
+                let mut outcome = Err(ApiError::InvalidToken("bad signature"));
+                for candidate in candidates {
+                    outcome = self.decode(token, &candidate.key, alg);
+                    if !matches!(outcome, Err(ApiError::InvalidToken("bad signature"))) {
+                        break;
+                    }
+                }
+                outcome?
+            }
+        };
+        if let Some(max) = self.max_lifetime {
+            let iat = claims.iat.ok_or(ApiError::InvalidToken("iat is missing; this server limits token lifetimes"))?;
+            if claims.exp.saturating_sub(iat) > max.as_secs() {
+                return Err(ApiError::InvalidToken("the token is valid for longer than this server allows"));
+            }
+        }
         let role = match claims.role.as_str() {
             "anon" => Role::Anon,
             "authenticated" => Role::Authenticated,
@@ -112,6 +198,55 @@ impl JwtKeys {
         };
         Ok(Caller { user, role })
     }
+
+    fn decode(&self, token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<Claims, ApiError> {
+        let mut validation = self.validation.clone();
+        // Only the algorithm of the key: a token naming another one (or `none`) is refused.
+        validation.algorithms = vec![algorithm];
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+            ErrorKind::ImmatureSignature => ApiError::InvalidToken("the token is not valid yet (nbf)"),
+            ErrorKind::InvalidSignature => ApiError::InvalidToken("bad signature"),
+            ErrorKind::InvalidAudience => ApiError::InvalidToken("wrong audience (aud)"),
+            ErrorKind::InvalidIssuer => ApiError::InvalidToken("wrong issuer (iss)"),
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                ApiError::InvalidToken("the token's algorithm is not accepted")
+            }
+            ErrorKind::MissingRequiredClaim(_) => ApiError::InvalidToken("a required claim is missing"),
+            _ => ApiError::InvalidToken("malformed token"),
+        })?;
+        Ok(data.claims)
+    }
+}
+
+/// The one algorithm a JWK verifies.
+fn jwk_algorithm(jwk: &Jwk) -> Result<Algorithm, SecretError> {
+    let named = match jwk.common.key_algorithm {
+        Some(KeyAlgorithm::ES256) => Some(Algorithm::ES256),
+        Some(KeyAlgorithm::ES384) => Some(Algorithm::ES384),
+        Some(KeyAlgorithm::RS256) => Some(Algorithm::RS256),
+        Some(KeyAlgorithm::RS384) => Some(Algorithm::RS384),
+        Some(KeyAlgorithm::RS512) => Some(Algorithm::RS512),
+        Some(KeyAlgorithm::PS256) => Some(Algorithm::PS256),
+        Some(KeyAlgorithm::PS384) => Some(Algorithm::PS384),
+        Some(KeyAlgorithm::PS512) => Some(Algorithm::PS512),
+        Some(KeyAlgorithm::EdDSA) => Some(Algorithm::EdDSA),
+        Some(other) => return Err(SecretError::Jwks(format!("a key for {other:?} cannot verify JWTs here"))),
+        None => None,
+    };
+    let by_type = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return Err(SecretError::Jwks("only P-256 and P-384 elliptic curve keys are supported".into())),
+        },
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+        AlgorithmParameters::OctetKey(_) => {
+            return Err(SecretError::Jwks("symmetric keys are not accepted in a JWKS; set KB_JWT_SECRET".into()));
+        }
+    };
+    Ok(named.unwrap_or(by_type))
 }
 
 /// Reads the HS256 secret from `dir/jwt-secret`, creating it (mode 0600, random) on first

@@ -2,21 +2,21 @@
 //! queued), list, read, delete, re-ingest, and a server-sent events stream of a document's
 //! status so a client sees `processing` -> `ready`/`failed` without polling.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::Stream;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::encoding::EncodingBuilder;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{HeaderBuilder, Object, RefOr};
 use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{ApiError, JsonBody, Path};
+use super::openapi::{self, ErrorBody, NO_NUL};
 use super::{AppState, Limits};
 use crate::extract::Format;
 use crate::ingest::QuotaError;
@@ -35,34 +35,130 @@ pub fn router(limits: &Limits) -> Router<AppState> {
             axum::routing::put(replace).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
         )
         .route("/v1/documents/{id}/reingest", post(reingest))
-        .route("/v1/documents/{id}/events", get(events))
+        .route("/v1/documents/{id}/events", get(super::events::document_events))
 }
 
 /// The answer to an upload or re-ingestion.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
     pub bucket_id: Uuid,
+    #[schema(schema_with = accepted_status_schema)]
     pub status: &'static str,
     /// `queued` (202: a new version is processed; a ready document stays searchable with its
     /// current one meanwhile), `unchanged` (200: the bytes are the ready version) or
     /// `duplicate` (200: another ready document of the bucket has these bytes; `id` is it).
+    #[schema(schema_with = outcome_schema)]
     pub outcome: &'static str,
     /// Where to follow the document's status.
     pub events: String,
 }
 
-#[derive(Debug, Deserialize)]
+fn accepted_status_schema() -> Object {
+    let schema = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["processing", "ready"]));
+    schema.description(Some("The document's status: `ready` while a ready version stays searchable")).build()
+}
+
+fn outcome_schema() -> Object {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["queued", "unchanged", "duplicate"])).build()
+}
+
+/// A text document sent as JSON (PDFs go as multipart/form-data).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadJson {
     #[serde(default)]
+    #[schema(schema_with = title_schema)]
     pub title: Option<String>,
+    /// The document's text.
     pub content: String,
     #[serde(default)]
+    #[schema(schema_with = file_name_schema)]
     pub file_name: Option<String>,
     /// The document's key in its bucket; defaults to `file_name`.
     #[serde(default)]
+    #[schema(schema_with = json_path_schema)]
     pub path: Option<String>,
+}
+
+/// The multipart form an upload reads (`read_multipart`): the file, and optionally a title
+/// and a path. The file's name, as sent, names its type and (without `path`) its key.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the form; `read_multipart` reads its parts.
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    #[schema(schema_with = title_schema)]
+    title: Option<String>,
+    #[schema(schema_with = form_path_schema)]
+    path: Option<String>,
+}
+
+/// A character of a path's part: no control character (names refuse them), no separator.
+const PART_CHAR: &str = r"[^\u0000-\u001f\u007f-\u009f/\\]";
+/// The first character of a file name: besides, no white space (trimmed away) and no dot
+/// (`.txt` has no extension; `..` is no name).
+const FIRST_CHAR: &str = r"[^\s\u0000-\u001f\u007f-\u009f./\\]";
+/// A folder of a path: dots only between other characters, so never `.` or `..`.
+const FOLDER: &str = r"[^\u0000-\u001f\u007f-\u009f./\\]+(\.[^\u0000-\u001f\u007f-\u009f./\\]+)*/";
+
+/// A file name with an extension JSON uploads take.
+fn text_file() -> String {
+    format!(r" *{FIRST_CHAR}{PART_CHAR}*\.(txt|text|md|markdown|html|htm)")
+}
+
+fn title_schema() -> Object {
+    let mut schema = openapi::text(NO_NUL, None, true);
+    schema.description = Some("The document's title (default: the one extraction finds, else the file name).".into());
+    schema
+}
+
+fn file_name_schema() -> Object {
+    let pattern = format!("^{}$", text_file());
+    let mut schema = openapi::text(&pattern, Some(MAX_FILE_NAME), true);
+    schema.description = Some("`.txt`, `.md` or `.html` (its type); default: a new `<uuid>.txt`.".into());
+    schema
+}
+
+fn json_path_schema() -> Object {
+    let pattern = format!("^({FOLDER})*{}$", text_file());
+    let mut schema = openapi::text(&pattern, Some(MAX_FILE_NAME), true);
+    schema.description = Some(
+        "The document's key in its bucket (`/`-separated, no `..`); uploading to a key again adds a version. \
+         Without `file_name`, its last part names the type."
+            .into(),
+    );
+    schema
+}
+
+fn form_path_schema() -> Object {
+    let pattern = format!(r"^({FOLDER})* *{FIRST_CHAR}{PART_CHAR}*$");
+    let mut schema = openapi::text(&pattern, Some(MAX_FILE_NAME), true);
+    schema.description =
+        Some("The document's key in its bucket (`/`-separated, no `..`; default: the file's name as sent).".into());
+    schema
+}
+
+/// What the form's types cannot say: it takes no other fields, and a file part carries its
+/// name (`.txt`, `.md`, `.html` or `.pdf`) in its `Content-Disposition`.
+pub(super) fn describe_upload_form(doc: &mut utoipa::openapi::OpenApi) {
+    if let Some(RefOr::T(Schema::Object(form))) =
+        doc.components.as_mut().and_then(|c| c.schemas.get_mut(UploadForm::name().as_ref()))
+    {
+        form.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+    }
+    let disposition = HeaderBuilder::new()
+        .schema(Some(openapi::text(NO_NUL, None, false)))
+        .description(Some("The file's name, whose extension names its type"))
+        .example(Some(serde_json::json!(r#"form-data; name="file"; filename="document.txt""#)));
+    let file = EncodingBuilder::new().header("Content-Disposition", disposition).build();
+    for path in ["/v1/buckets/{id}/documents", "/v1/documents/{id}/content"] {
+        let operation = doc.paths.paths.get_mut(path).and_then(|item| item.post.as_mut().or(item.put.as_mut()));
+        let Some(RefOr::T(body)) = operation.and_then(|o| o.request_body.as_mut()) else { continue };
+        if let Some(RefOr::T(form)) = body.content.get_mut("multipart/form-data") {
+            form.encoding.insert("file".into(), file.clone());
+        }
+    }
 }
 
 /// An upload, whole in memory, checked before any database work.
@@ -84,7 +180,7 @@ fn base_name(name: &str) -> Result<String, ApiError> {
     if base.is_empty() || base == "." || base == ".." {
         return Err(ApiError::InvalidInput("the file needs a name".into()));
     }
-    if base.len() > MAX_FILE_NAME || base.chars().any(char::is_control) {
+    if base.chars().count() > MAX_FILE_NAME || base.chars().any(char::is_control) {
         return Err(ApiError::InvalidInput("the file name is too long or has control characters".into()));
     }
     Ok(base.to_string())
@@ -198,6 +294,24 @@ async fn read_upload(state: &AppState, request: Request) -> Result<UploadedFile,
 
 type UploadResponse = (StatusCode, [(header::HeaderName, String); 1], Json<Accepted>);
 
+/// Upload a document into a bucket: stored durably and queued (202), or already there (200).
+#[utoipa::path(post, path = "/v1/buckets/{id}/documents", operation_id = "upload_document", tag = "documents",
+    params(("id" = Uuid, Path, description = "The bucket's id")),
+    request_body(content((UploadJson = "application/json"), (UploadForm = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "`unchanged` or `duplicate`: nothing new to process", body = Accepted,
+            headers(("Location" = String, description = "The document"))),
+        (status = 202, description = "`queued`: stored, and a new version is being processed", body = Accepted,
+            headers(("Location" = String, description = "The document"))),
+        (status = 400, description = "The id is not a UUID, or the body or form is malformed", body = ErrorBody),
+        (status = 404, description = "No such bucket visible to the caller", body = ErrorBody),
+        (status = 409, description = "The bucket is embedded with another model than the server's", body = ErrorBody),
+        (status = 413, description = "Larger than the upload limit, or past the storage quota", body = ErrorBody),
+        (status = 415, description = "Not a supported file type, or a content type that does not fit it", body = ErrorBody),
+        (status = 422, description = "A field breaks its rules", body = ErrorBody),
+        (status = 429, description = "The document or queue quota is used up", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -210,7 +324,24 @@ async fn upload(
     submit(&state, caller, bucket_id, file).await
 }
 
-/// A new version of a document named by its id.
+/// A new version of a document named by its id (of the same file type).
+#[utoipa::path(put, path = "/v1/documents/{id}/content", operation_id = "replace_document", tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    request_body(content((UploadJson = "application/json"), (UploadForm = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "`unchanged` or `duplicate`: nothing new to process", body = Accepted,
+            headers(("Location" = String, description = "The document"))),
+        (status = 202, description = "`queued`: stored, and the new version is being processed", body = Accepted,
+            headers(("Location" = String, description = "The document"))),
+        (status = 400, description = "The id is not a UUID, or the body or form is malformed", body = ErrorBody),
+        (status = 404, description = "No such document visible to the caller", body = ErrorBody),
+        (status = 409, description = "The document has no key, or its bucket is embedded with another model", body = ErrorBody),
+        (status = 413, description = "Larger than the upload limit, or past the storage quota", body = ErrorBody),
+        (status = 415, description = "Not the document's file type, or a content type that does not fit it", body = ErrorBody),
+        (status = 422, description = "A field breaks its rules", body = ErrorBody),
+        (status = 429, description = "The document or queue quota is used up", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
 async fn replace(
     State(state): State<AppState>,
     caller: Caller,
@@ -276,6 +407,14 @@ async fn submit(
     Ok((code, location, Json(Accepted { id, bucket_id, status, outcome, events })))
 }
 
+/// List a bucket's documents with their status, newest first.
+#[utoipa::path(get, path = "/v1/buckets/{id}/documents", operation_id = "list_documents", tag = "documents",
+    params(("id" = Uuid, Path, description = "The bucket's id")),
+    responses(
+        (status = 200, description = "The documents", body = Vec<DocumentRecord>),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such bucket visible to the caller", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -288,6 +427,14 @@ async fn list(
     Ok(Json(all))
 }
 
+/// Read a document's status, error and chunk count.
+#[utoipa::path(get, path = "/v1/documents/{id}", operation_id = "read_document", tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The document", body = DocumentRecord),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such document visible to the caller", body = ErrorBody),
+    ))]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -299,6 +446,14 @@ async fn read(
     Ok(Json(document))
 }
 
+/// Delete a document with its chunks.
+#[utoipa::path(delete, path = "/v1/documents/{id}", operation_id = "delete_document", tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such document visible to the caller", body = ErrorBody),
+    ))]
 async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     if !documents::delete_document(&mut tx, id).await? {
@@ -308,8 +463,16 @@ async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<Uu
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Processes the document's current version again (or its failed pending one); a ready
+/// Process a document again: its current version, or its failed pending one; a ready
 /// document stays searchable meanwhile.
+#[utoipa::path(post, path = "/v1/documents/{id}/reingest", operation_id = "reingest_document", tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    responses(
+        (status = 202, description = "Queued", body = Accepted),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such document visible to the caller", body = ErrorBody),
+        (status = 409, description = "The document has no stored bytes to process again", body = ErrorBody),
+    ))]
 async fn reingest(
     State(state): State<AppState>,
     caller: Caller,
@@ -327,93 +490,6 @@ async fn reingest(
     let events = format!("/v1/documents/{id}/events");
     let status = if document.status == "ready" { "ready" } else { "processing" };
     Ok((StatusCode::ACCEPTED, Json(Accepted { id, bucket_id: document.bucket_id, status, outcome: "queued", events })))
-}
-
-/// A document's status as the caller sees it (None: gone or not theirs).
-async fn status_of(state: &AppState, caller: Caller, id: Uuid) -> Result<Option<documents::StatusView>, ApiError> {
-    let mut tx = caller.begin(&state.pool).await?;
-    let status = documents::document_status(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(status)
-}
-
-/// Consecutive failed polls after which a status stream gives up.
-const MAX_POLL_FAILURES: u32 = 5;
-
-struct Watch {
-    state: AppState,
-    caller: Caller,
-    id: Uuid,
-    next: Option<Option<documents::StatusView>>,
-    last: Option<documents::StatusView>,
-    done: bool,
-    failures: u32,
-}
-
-fn status_event(id: Uuid, view: &documents::StatusView) -> Event {
-    let data = serde_json::json!({
-        "id": id, "status": view.status, "processing": view.processing, "processing_error": view.processing_error
-    });
-    Event::default().event("status").data(data.to_string())
-}
-
-async fn events(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<Uuid>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let first = status_of(&state, caller, id).await?.ok_or(ApiError::NotFound("document"))?;
-    let poll: Duration = state.status_poll;
-    let watch = Watch { state, caller, id, next: Some(Some(first)), last: None, done: false, failures: 0 };
-    // Polls the row under the caller's RLS; emits each change; ends at a final status.
-    let stream = futures::stream::unfold(watch, move |mut w| async move {
-        if w.done {
-            return None;
-        }
-        loop {
-            let current = match w.next.take() {
-                Some(current) => current,
-                None => {
-                    let mut stopping = w.state.stopping.subscribe();
-                    tokio::select! {
-                        _ = tokio::time::sleep(poll) => {}
-                        // The server is stopping: end the stream; the client reconnects elsewhere.
-                        _ = stopping.wait_for(|stop| *stop) => return None,
-                    }
-                    match status_of(&w.state, w.caller, w.id).await {
-                        Ok(current) => {
-                            w.failures = 0;
-                            current
-                        }
-                        Err(e) => {
-                            w.failures += 1;
-                            tracing::warn!(error = %e, document = %w.id, "status poll failed");
-                            if w.failures >= MAX_POLL_FAILURES {
-                                w.done = true;
-                                let event = Event::default().event("error").data(r#"{"code":"internal"}"#);
-                                return Some((Ok(event), w));
-                            }
-                            continue;
-                        }
-                    }
-                }
-            };
-            let Some(view) = current else {
-                w.done = true;
-                let event = Event::default().event("deleted").data(serde_json::json!({ "id": w.id }).to_string());
-                return Some((Ok(event), w));
-            };
-            if w.last.as_ref() == Some(&view) {
-                continue;
-            }
-            // Ends once no version is being processed: ready with it, or failed.
-            w.done = !view.processing;
-            let event = status_event(w.id, &view);
-            w.last = Some(view);
-            return Some((Ok(event), w));
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The per-user quota of stored bytes would be exceeded.
     #[error("{0}")]
     StorageQuotaExceeded(String),
+    /// Too many status streams are open, for this user or for the server.
+    #[error("{0}")]
+    TooManyStreams(String),
     #[error("the server is at its concurrency limit; retry shortly")]
     Overloaded,
     #[error("the request took too long")]
@@ -57,10 +60,14 @@ pub enum ApiError {
     Database(#[source] sqlx::Error),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'static str,
-    message: &'a str,
+/// Every error answer: a stable code to match on and a message for people.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct Body<'a> {
+    /// Stable snake_case code, such as `not_found` or `invalid_input`.
+    #[schema(example = "not_found")]
+    pub code: &'static str,
+    pub message: &'a str,
 }
 
 impl ApiError {
@@ -74,7 +81,7 @@ impl ApiError {
             ApiError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QuotaExceeded(_) | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StorageQuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded | ApiError::Timeout | ApiError::EmbeddingUnavailable | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -98,6 +105,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::StorageQuotaExceeded(_) => "storage_quota_exceeded",
+            ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Overloaded => "overloaded",
             ApiError::Timeout => "timeout",
             ApiError::EmbeddingUnavailable => "embedding_unavailable",

@@ -10,7 +10,9 @@ pub mod auth;
 pub mod buckets;
 pub mod documents;
 pub mod error;
+pub mod events;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod search;
 
@@ -54,6 +56,12 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// What one user's uploads may hold.
     pub quotas: crate::ingest::Quotas,
+    /// Status streams open at once on this server; beyond it 429 `too_many_streams`.
+    pub max_status_streams: usize,
+    /// Status streams one user may have open at once.
+    pub max_status_streams_per_user: usize,
+    /// Longest a status stream stays open (it ends with an `end` event; clients reconnect).
+    pub status_stream_lifetime: Duration,
 }
 
 impl Default for Limits {
@@ -66,6 +74,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             quotas: crate::ingest::Quotas::default(),
+            max_status_streams: 512,
+            max_status_streams_per_user: 16,
+            status_stream_lifetime: Duration::from_secs(900),
         }
     }
 }
@@ -79,8 +90,12 @@ pub struct AppState {
     pub embedder: Arc<dyn Embedder>,
     pub jwt: Arc<JwtKeys>,
     pub limits: Limits,
-    /// How often a status stream re-reads its document.
-    pub status_poll: Duration,
+    /// The status streams: their database listener and their count.
+    pub status_hub: Arc<events::StatusHub>,
+    /// A bearer token that may read `/metrics` (besides a service_role JWT).
+    pub metrics_token: Option<Arc<secrecy::SecretString>>,
+    /// Recent answers of the operations endpoints, so probes and scrapes stay cheap.
+    pub ops_cache: Arc<ops::OpsCache>,
     /// Turns true when the server begins to shut down: long-lived status streams end then,
     /// instead of holding shutdown for the whole grace period.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
@@ -93,7 +108,9 @@ impl AppState {
             embedder,
             jwt: Arc::new(jwt),
             limits,
-            status_poll: Duration::from_millis(200),
+            status_hub: Arc::default(),
+            metrics_token: None,
+            ops_cache: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }

@@ -1,17 +1,23 @@
 //! Operations endpoints, outside the concurrency limit so probes are never shed: `/healthz`
-//! (the process answers), `/readyz` (database reachable, migrations applied, model loaded),
-//! `/metrics` (Prometheus), `/openapi.json` (OpenAPI 3) and `/docs` (a page listing it).
+//! (the process answers), `/readyz` (database reachable, migrations applied, model loaded;
+//! answered from a 2 s cache), `/metrics` (Prometheus, for `KB_METRICS_TOKEN` or a
+//! service_role JWT), `/openapi.json` (OpenAPI 3) and `/docs` (a page listing it).
+
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use crate::store::{self, Role, jobs, login};
 
 pub fn router() -> Router<AppState> {
@@ -23,49 +29,142 @@ pub fn router() -> Router<AppState> {
         .route("/docs", get(docs))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `{"status": "ok"}` from `/healthz`; `/readyz` adds what it checked.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: &'static str,
+    /// The newest applied migration (readyz).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration: Option<i64>,
+    /// The embedding model queries are embedded with (readyz).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Its dimensions (readyz).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<usize>,
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "ops",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok", migration: None, model: None, dimensions: None })
+}
+
+/// How long a readiness answer or a queue depth is reused: probes and scrapes at any rate
+/// cost the database at most one query per interval.
+const CACHE_FOR: Duration = Duration::from_secs(2);
+
+/// The last readiness answer and queue depth, each refreshed by one caller at a time.
+#[derive(Debug, Default)]
+pub struct OpsCache {
+    ready: tokio::sync::Mutex<Option<(Instant, Result<Health, String>)>>,
+    queue_depth: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// Database reachable, migrations applied, model loaded.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready (`not_ready`), and why", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let mut cached = state.ops_cache.ready.lock().await;
+    let answer = match cached.as_ref() {
+        Some((at, answer)) if at.elapsed() < CACHE_FOR => answer.clone(),
+        _ => {
+            let answer = readiness(&state).await;
+            *cached = Some((Instant::now(), answer.clone()));
+            answer
+        }
+    };
+    answer.map(Json).map_err(ApiError::NotReady)
+}
+
+/// Database reachable and migrated, model loaded.
+async fn readiness(state: &AppState) -> Result<Health, String> {
     let mut conn = state.pool.acquire().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: database unreachable");
-        ApiError::NotReady("the database is unreachable".into())
+        "the database is unreachable".to_string()
     })?;
     let applied = login::applied_migration(&mut conn).await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: cannot read the migrations table");
-        ApiError::NotReady("cannot read the applied migrations".into())
+        "cannot read the applied migrations".to_string()
     })?;
     let expected = login::latest_migration();
     if applied < expected {
-        return Err(ApiError::NotReady(format!("migrations applied up to {applied:?}, expected {expected:?}")));
+        return Err(format!("migrations applied up to {applied:?}, expected {expected:?}"));
     }
     // The embedder is loaded before the state is built: holding one means the model is there.
-    Ok(Json(json!({
-        "status": "ready",
-        "migration": applied,
-        "model": state.embedder.model(),
-        "dimensions": state.embedder.dimensions(),
-    })))
+    Ok(Health {
+        status: "ready",
+        migration: applied,
+        model: Some(state.embedder.model().to_string()),
+        dimensions: Some(state.embedder.dimensions()),
+    })
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    // Queue depth is read at scrape time, as the service role (jobs are the workers' table).
-    let depth = async {
-        let mut tx = store::begin_as(&state.pool, Uuid::nil(), Role::ServiceRole).await?;
-        let depth = jobs::queue_depth(&mut tx).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(depth)
-    };
-    match depth.await {
-        Ok(depth) => metrics::gauge!(super::metrics::QUEUE_DEPTH).set(depth as f64),
-        Err(e) => tracing::warn!(error = %e, "cannot read the queue depth"),
+/// `/metrics` is for the operator: `KB_METRICS_TOKEN` as a bearer token, or a service_role JWT.
+fn may_read_metrics(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::MissingToken)?;
+    if let Some(expected) = &state.metrics_token {
+        let expected = expected.expose_secret().as_bytes();
+        // Constant time in the token's content: no byte-by-byte timing to learn it from.
+        let same =
+            token.len() == expected.len() && token.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if same {
+            return Ok(());
+        }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], super::metrics::handle().render()).into_response()
+    match state.jwt.verify(token)? {
+        caller if caller.role == Role::ServiceRole => Ok(()),
+        _ => Err(ApiError::Forbidden("/metrics needs KB_METRICS_TOKEN or a service_role token")),
+    }
 }
 
-async fn openapi_json() -> Json<Value> {
-    Json(openapi())
+/// Prometheus metrics, for `KB_METRICS_TOKEN` or a service_role JWT.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "ops",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "No token, or an invalid one", body = ErrorBody),
+        (status = 403, description = "Neither `KB_METRICS_TOKEN` nor a service_role token", body = ErrorBody),
+    ))]
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    may_read_metrics(&state, &headers)?;
+    // Queue depth is read at most once per CACHE_FOR, as the service role (jobs are the
+    // workers' table).
+    let mut read_at = state.ops_cache.queue_depth.lock().await;
+    if read_at.is_none_or(|at| at.elapsed() >= CACHE_FOR) {
+        let depth = async {
+            let mut tx = store::begin_as(&state.pool, Uuid::nil(), Role::ServiceRole).await?;
+            let depth = jobs::queue_depth(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(depth)
+        };
+        match depth.await {
+            Ok(depth) => metrics::gauge!(super::metrics::QUEUE_DEPTH).set(depth as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot read the queue depth"),
+        }
+        *read_at = Some(Instant::now());
+    }
+    drop(read_at);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], super::metrics::handle().render()).into_response())
+}
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "ops",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi::document(state.embedder.dimensions()))
 }
 
 const DOCS_PAGE: &str = r#"<!doctype html>
@@ -94,109 +193,9 @@ fetch('/openapi.json').then(r => r.json()).then(spec => {
 });
 </script></body></html>"#;
 
+/// A page listing the operations of `/openapi.json`.
+#[utoipa::path(get, path = "/docs", operation_id = "docs", tag = "ops",
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
 async fn docs() -> Html<&'static str> {
     Html(DOCS_PAGE)
-}
-
-fn op(summary: &str, ok: &str, body: Option<&str>, secured: bool) -> Value {
-    let mut operation = json!({
-        "summary": summary,
-        "responses": {
-            ok: { "description": "success" },
-            "default": { "description": "error", "content": { "application/json": {
-                "schema": { "$ref": "#/components/schemas/Error" } } } }
-        }
-    });
-    if let Some(schema) = body {
-        operation["requestBody"] = json!({ "required": true, "content": { "application/json": {
-            "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
-    }
-    if !secured {
-        operation["security"] = json!([]);
-    }
-    operation
-}
-
-/// The OpenAPI 3 description of the API.
-pub fn openapi() -> Value {
-    let mut upload = op("Upload a document (202: stored and queued)", "202", Some("UploadJson"), true);
-    upload["requestBody"]["content"]["multipart/form-data"] = json!({ "schema": { "type": "object",
-        "required": ["file"],
-        "properties": { "file": { "type": "string", "format": "binary" }, "title": { "type": "string" } } } });
-    json!({
-        "openapi": "3.0.3",
-        "info": { "title": "kb", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Knowledge-base ingestion and semantic search on PostgreSQL + pgvector" },
-        "security": [ { "bearer": [] }, { "apikey": [] } ],
-        "paths": {
-            "/healthz": { "get": op("The process is alive", "200", None, false) },
-            "/readyz": { "get": op("Database reachable, migrations applied, model loaded", "200", None, false) },
-            "/metrics": { "get": op("Prometheus metrics", "200", None, false) },
-            "/openapi.json": { "get": op("This document", "200", None, false) },
-            "/docs": { "get": op("Human-readable API page", "200", None, false) },
-            "/v1/buckets": {
-                "get": op("List your buckets", "200", None, true),
-                "post": op("Create a bucket (embedded with the server's model)", "201", Some("CreateBucket"), true)
-            },
-            "/v1/buckets/{id}": {
-                "get": op("Read a bucket", "200", None, true),
-                "patch": op("Change a bucket", "200", Some("UpdateBucket"), true),
-                "delete": op("Delete a bucket with its documents and chunks", "204", None, true)
-            },
-            "/v1/buckets/{id}/documents": {
-                "get": op("List a bucket's documents with their status", "200", None, true),
-                "post": upload
-            },
-            "/v1/documents/{id}": {
-                "get": op("Read a document's status, error and chunk count", "200", None, true),
-                "delete": op("Delete a document and its chunks", "204", None, true)
-            },
-            "/v1/documents/{id}/reingest": { "post": op("Process a document again", "202", None, true) },
-            "/v1/documents/{id}/events": {
-                "get": op("Server-sent events: the document's status until ready or failed", "200", None, true)
-            },
-            "/v1/search": { "post": op("Search chunks by query text or embedding", "200", Some("Search"), true) },
-            "/rest/v1/rpc/search_knowledge_chunks": {
-                "post": op("search_knowledge_chunks with its SQL parameter names (supabase-js rpc)", "200",
-                           Some("SearchKnowledgeChunks"), true)
-            }
-        },
-        "components": {
-            "securitySchemes": {
-                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
-                "apikey": { "type": "apiKey", "in": "header", "name": "apikey" }
-            },
-            "schemas": {
-                "Error": { "type": "object", "required": ["code", "message"], "properties": {
-                    "code": { "type": "string" }, "message": { "type": "string" } } },
-                "CreateBucket": { "type": "object", "required": ["name"], "properties": {
-                    "name": { "type": "string" }, "bucket_type": { "type": "string", "default": "general" },
-                    "description": { "type": "string" }, "campaign_id": { "type": "string", "format": "uuid" },
-                    "metadata": { "type": "object" } } },
-                "UpdateBucket": { "type": "object", "properties": {
-                    "name": { "type": "string" }, "bucket_type": { "type": "string" },
-                    "description": { "type": "string", "nullable": true },
-                    "campaign_id": { "type": "string", "format": "uuid", "nullable": true },
-                    "metadata": { "type": "object" } } },
-                "UploadJson": { "type": "object", "required": ["content"], "properties": {
-                    "title": { "type": "string" }, "content": { "type": "string" },
-                    "file_name": { "type": "string", "description": ".txt, .md or .html" } } },
-                "Search": { "type": "object", "properties": {
-                    "query": { "type": "string" },
-                    "embedding": { "type": "array", "items": { "type": "number" } },
-                    "bucket_id": { "type": "string", "format": "uuid" }, "bucket_type": { "type": "string" },
-                    "campaign_id": { "type": "string", "format": "uuid" },
-                    "limit": { "type": "integer", "default": 10, "minimum": 1, "maximum": 1000 },
-                    "threshold": { "type": "number", "default": 0.2 },
-                    "mode": { "type": "string", "enum": ["vector", "hybrid"], "default": "vector" } } },
-                "SearchKnowledgeChunks": { "type": "object", "required": ["p_query_embedding"], "properties": {
-                    "p_user_id": { "type": "string", "format": "uuid" },
-                    "p_query_embedding": { "oneOf": [ { "type": "array", "items": { "type": "number" } },
-                                                      { "type": "string" } ] },
-                    "p_bucket_type": { "type": "string" }, "p_campaign_id": { "type": "string", "format": "uuid" },
-                    "p_limit": { "type": "integer", "default": 10 },
-                    "p_similarity_threshold": { "type": "number", "default": 0.7 } } }
-            }
-        }
-    })
 }

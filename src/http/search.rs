@@ -8,12 +8,16 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use pgvector::Vector;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::{Object, RefOr};
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, JsonBody};
+use super::openapi::{self, ErrorBody, NO_NUL, NOT_BLANK};
 use crate::search::{self, MAX_LIMIT, Mode, RpcSearch, SearchHit, SearchRequest, SearchResponse, Timings};
 
 pub fn router() -> Router<AppState> {
@@ -22,25 +26,95 @@ pub fn router() -> Router<AppState> {
         .route("/rest/v1/rpc/search_knowledge_chunks", post(rpc_search_knowledge_chunks))
 }
 
-#[derive(Debug, Deserialize)]
+/// A search by `query` text (embedded with the server's model), or by a ready `embedding`
+/// (vector mode only): exactly one of them.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
     #[serde(default)]
+    #[schema(schema_with = query_schema)]
     pub query: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = embedding_schema)]
     pub embedding: Option<Vec<f32>>,
+    /// Only this bucket.
     #[serde(default)]
     pub bucket_id: Option<Uuid>,
+    /// Only buckets of this type.
     #[serde(default)]
+    #[schema(schema_with = filter_schema)]
     pub bucket_type: Option<String>,
+    /// Only buckets of this campaign.
     #[serde(default)]
     pub campaign_id: Option<Uuid>,
-    #[serde(default = "default_limit")]
+    /// Most hits returned.
+    #[serde(default = "default_limit", deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1000, default = 10)]
     pub limit: u32,
+    /// Minimum cosine similarity of a hit.
     #[serde(default = "default_threshold")]
+    #[schema(minimum = -1.0, maximum = 1.0, default = 0.2)]
     pub threshold: f64,
+    /// `vector` (default) or `hybrid` (vector + full text; needs `query`).
     #[serde(default)]
+    #[schema(value_type = Option<Mode>)]
     pub mode: Option<String>,
+}
+
+fn query_schema() -> Object {
+    query_text(true)
+}
+
+fn query_text(nullable: bool) -> Object {
+    let mut schema = openapi::text(NOT_BLANK, None, nullable);
+    schema.description = Some(
+        "The question; not blank. It must fit the model's input window (all-MiniLM-L6-v2: 254 tokens), else 422."
+            .into(),
+    );
+    schema
+}
+
+fn filter_schema() -> Object {
+    openapi::text(NO_NUL, None, true)
+}
+
+/// The largest float a query vector may hold (`f32::MAX`; larger numbers are not finite).
+const MAX_COMPONENT: f64 = f32::MAX as f64;
+
+fn embedding_items() -> Object {
+    ObjectBuilder::new().schema_type(Type::Number).minimum(Some(-MAX_COMPONENT)).maximum(Some(MAX_COMPONENT)).build()
+}
+
+fn embedding_schema() -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new().schema_type(SchemaType::from_iter([Type::Array, Type::Null])).items(embedding_items()).build()
+}
+
+/// Search's rule no field carries: `query` (any mode) or `embedding` (vector mode, with the
+/// server model's `dimensions`), exactly one of them.
+pub(super) fn describe_search_body(doc: &mut utoipa::openapi::OpenApi, dimensions: usize) {
+    let Some(components) = doc.components.as_mut() else { return };
+    let Some(RefOr::T(Schema::Object(body))) = components.schemas.get("SearchBody").cloned() else { return };
+    let mut by_text = body.clone();
+    by_text.properties.remove("embedding");
+    by_text.properties.insert("query".into(), query_text(false).into());
+    by_text.required.push("query".into());
+    by_text.title = Some("By query text".into());
+    by_text.description = None;
+    let mut by_vector = body.clone();
+    by_vector.properties.remove("query");
+    let vector = ArrayBuilder::new()
+        .items(embedding_items())
+        .min_items(Some(dimensions))
+        .max_items(Some(dimensions))
+        .description(Some("A query vector with the dimensions of the server's model."));
+    by_vector.properties.insert("embedding".into(), vector.into());
+    let vector_mode = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["vector"]));
+    by_vector.properties.insert("mode".into(), vector_mode.into());
+    by_vector.required.push("embedding".into());
+    by_vector.title = Some("By embedding".into());
+    by_vector.description = None;
+    let one_of = OneOfBuilder::new().item(by_text).item(by_vector).description(body.description.clone());
+    components.schemas.insert("SearchBody".into(), one_of.into());
 }
 
 fn default_limit() -> u32 {
@@ -74,6 +148,16 @@ fn check_embedding(state: &AppState, embedding: &[f32]) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Search chunks by query text or embedding.
+#[utoipa::path(post, path = "/v1/search", operation_id = "search", tag = "search",
+    request_body = SearchBody,
+    responses(
+        (status = 200, description = "The best chunks the caller may see", body = SearchResponse),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 413, description = "The body is larger than the JSON limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A field breaks its rules, or the query is too long for the model", body = ErrorBody),
+    ))]
 async fn search_v1(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,8 +183,9 @@ async fn search_v1(
         (Some(_), Some(_)) => Err(ApiError::InvalidInput("send `query` or `embedding`, not both".into())),
         (None, None) => Err(ApiError::InvalidInput("send `query` (text) or `embedding` (numbers)".into())),
         (Some(_), None) => {
-            let response =
+            let mut response =
                 search::search(&state.pool, state.embedder.as_ref(), caller.user, caller.role, &request).await?;
+            response.hits.retain(has_similarity);
             Ok(Json(response))
         }
         (None, Some(embedding)) => {
@@ -110,7 +195,8 @@ async fn search_v1(
             check_embedding(&state, &embedding)?;
             let started = Instant::now();
             let mut tx = caller.begin(&state.pool).await?;
-            let hits = search::nearest(&mut tx, state.embedder.model(), &Vector::from(embedding), &request).await?;
+            let mut hits = search::nearest(&mut tx, state.embedder.model(), &Vector::from(embedding), &request).await?;
+            hits.retain(has_similarity);
             tx.commit().await?;
             Ok(Json(SearchResponse {
                 query: String::new(),
@@ -121,6 +207,30 @@ async fn search_v1(
             }))
         }
     }
+}
+
+/// Whether a hit has a similarity at all. A query vector without a direction (all zeros, or
+/// too small or too large for float arithmetic) has none: pgvector's cosine distance is NaN,
+/// which PostgreSQL sorts above every threshold, and JSON cannot carry. Such a query matches
+/// nothing.
+fn has_similarity(hit: &SearchHit) -> bool {
+    hit.similarity_score.is_finite()
+}
+
+/// A JSON integer, also when written with a zero fraction (`10.0`): JSON Schema, and so the
+/// OpenAPI document, counts that as an integer too.
+fn whole_number<T: TryFrom<i64>, E: serde::de::Error>(number: serde_json::Number) -> Result<T, E> {
+    let whole = number.as_i64().or_else(|| number.as_f64().filter(|x| x.fract() == 0.0).map(|x| x as i64));
+    let whole = whole.ok_or_else(|| E::custom(format!("expected an integer, got {number}")))?;
+    T::try_from(whole).map_err(|_| E::custom(format!("{number} is out of range")))
+}
+
+fn whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+    whole_number(serde_json::Number::deserialize(d)?)
+}
+
+fn optional_whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?.map(whole_number).transpose()
 }
 
 /// A query embedding as PostgREST accepts it: a JSON array, or pgvector's text form.
@@ -147,33 +257,79 @@ impl EmbeddingParam {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Most numbers a query embedding may hold.
+const MAX_DIMENSIONS: usize = 16_000;
+
+/// A pgvector literal (`[0.5,-1,2]`) whose numbers are plain decimals: no exponent, at most 30
+/// digits before the point, so every one is a finite `f32`.
+const VECTOR_TEXT: &str =
+    r"^ *\[? *[+-]?[0-9]{1,30}(\.[0-9]{0,30})?( *, *[+-]?[0-9]{1,30}(\.[0-9]{0,30})?){0,15999} *\]? *$";
+
+fn embedding_param_schema() -> Schema {
+    let numbers = ArrayBuilder::new().items(embedding_items()).min_items(Some(1)).max_items(Some(MAX_DIMENSIONS));
+    let text = openapi::text(VECTOR_TEXT, None, false);
+    OneOfBuilder::new()
+        .item(numbers)
+        .item(text)
+        .description(Some(
+            "1 to 16000 finite numbers, as a JSON array or pgvector's text form. A search needs the \
+             dimensions of a model: of `p_embedding_model` or of `p_bucket_id`'s (else 422), or of \
+             exactly one model; with no model of these dimensions it finds nothing.",
+        ))
+        .build()
+        .into()
+}
+
+/// `search_knowledge_chunks`'s parameters (supabase-js `rpc()`); absent ones take the SQL
+/// function's defaults.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RpcBody {
+    /// Only this user's buckets: the caller's own id (another user's finds nothing, unless
+    /// the caller is the service role).
     #[serde(default)]
     pub p_user_id: Option<Uuid>,
+    #[schema(schema_with = embedding_param_schema)]
     pub p_query_embedding: EmbeddingParam,
     #[serde(default)]
+    #[schema(schema_with = filter_schema)]
     pub p_bucket_type: Option<String>,
     #[serde(default)]
     pub p_campaign_id: Option<Uuid>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(minimum = 1, maximum = 1000, default = 10)]
     pub p_limit: Option<i32>,
+    /// Minimum cosine similarity of a hit.
     #[serde(default)]
+    #[schema(default = 0.7)]
     pub p_similarity_threshold: Option<f64>,
     #[serde(default)]
     pub p_bucket_id: Option<Uuid>,
+    /// The model whose vectors are searched (default: the bucket's, or the only model with
+    /// the embedding's dimensions).
     #[serde(default)]
+    #[schema(schema_with = filter_schema)]
     pub p_embedding_model: Option<String>,
 }
 
+/// `search_knowledge_chunks` with its SQL parameter names (supabase-js `rpc()`).
+#[utoipa::path(post, path = "/rest/v1/rpc/search_knowledge_chunks", operation_id = "search_knowledge_chunks",
+    tag = "search",
+    request_body = RpcBody,
+    responses(
+        (status = 200, description = "The best chunks the caller may see", body = Vec<SearchHit>),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 413, description = "The body is larger than the JSON limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A parameter breaks its rules, or the embedding does not fit the model", body = ErrorBody),
+    ))]
 async fn rpc_search_knowledge_chunks(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<RpcBody>,
 ) -> Result<Json<Vec<SearchHit>>, ApiError> {
     let embedding = body.p_query_embedding.into_vec()?;
-    if embedding.is_empty() || embedding.len() > 16_000 || embedding.iter().any(|x| !x.is_finite()) {
+    if embedding.is_empty() || embedding.len() > MAX_DIMENSIONS || embedding.iter().any(|x| !x.is_finite()) {
         return Err(ApiError::InvalidInput("p_query_embedding must hold 1 to 16000 finite numbers".into()));
     }
     if let Some(limit) = body.p_limit
@@ -192,7 +348,8 @@ async fn rpc_search_knowledge_chunks(
         embedding_model: body.p_embedding_model,
     };
     let mut tx = caller.begin(&state.pool).await?;
-    let hits = search::search_knowledge_chunks(&mut tx, &params).await?;
+    let mut hits = search::search_knowledge_chunks(&mut tx, &params).await?;
+    hits.retain(has_similarity);
     tx.commit().await?;
     Ok(Json(hits))
 }
@@ -209,6 +366,29 @@ mod tests {
         assert_eq!(p.into_vec().expect("test step"), vec![1.0, 2.0]);
         let p: EmbeddingParam = serde_json::from_str(r#""[a]""#).expect("test step");
         assert!(p.into_vec().is_err());
+    }
+
+    #[test]
+    fn integers_may_carry_a_zero_fraction() {
+        let body: SearchBody = serde_json::from_str(r#"{"query": "q", "limit": 25.0}"#).expect("test step");
+        assert_eq!(body.limit, 25);
+        assert!(serde_json::from_str::<SearchBody>(r#"{"query": "q", "limit": 2.5}"#).is_err());
+        assert!(serde_json::from_str::<SearchBody>(r#"{"query": "q", "limit": -1}"#).is_err());
+        let rpc: RpcBody = serde_json::from_str(r#"{"p_query_embedding": [1], "p_limit": null}"#).expect("test step");
+        assert_eq!(rpc.p_limit, None);
+        let rpc: RpcBody = serde_json::from_str(r#"{"p_query_embedding": [1], "p_limit": 7.0}"#).expect("test step");
+        assert_eq!(rpc.p_limit, Some(7));
+    }
+
+    #[test]
+    fn the_document_states_the_limits_the_handlers_check() {
+        let doc = serde_json::to_value(super::openapi::document(3)).expect("test step");
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["SearchBody"]["oneOf"][0]["properties"]["limit"]["maximum"], MAX_LIMIT);
+        assert_eq!(schemas["RpcBody"]["properties"]["p_limit"]["maximum"], MAX_LIMIT);
+        let embedding = &schemas["RpcBody"]["properties"]["p_query_embedding"]["oneOf"][0];
+        assert_eq!(embedding["maxItems"], MAX_DIMENSIONS);
+        assert_eq!(schemas["SearchBody"]["oneOf"][1]["properties"]["embedding"]["maxItems"], 3);
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub async fn ensure_bucket(conn: &mut PgConnection, new: &NewBucket<'_>) -> Resu
 }
 
 /// Every column of a bucket, as the API shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Bucket)]
 pub struct BucketRecord {
     pub id: Uuid,
     pub name: String,
@@ -72,6 +73,7 @@ pub struct BucketRecord {
     pub bucket_type: String,
     pub campaign_id: Option<Uuid>,
     pub embedding_model: String,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub created_by: Uuid,
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,

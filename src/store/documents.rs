@@ -254,11 +254,14 @@ pub async fn status_counts(conn: &mut PgConnection, bucket_id: Uuid) -> Result<(
 }
 
 /// A document as the API shows it: its state, not its text.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Document)]
 pub struct DocumentRecord {
     pub id: Uuid,
     pub bucket_id: Uuid,
     pub title: String,
+    /// `processing`, `ready` or `failed`.
+    #[schema(schema_with = document_status_schema)]
     pub status: String,
     /// Why the last processing failed; on a `ready` document, a newer version that failed
     /// (the ready one stays searchable).
@@ -276,6 +279,14 @@ pub struct DocumentRecord {
     pub created_by: Uuid,
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn document_status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["processing", "ready", "failed"]))
+        .description(Some("`processing`, `ready` or `failed` (the database's check constraint)."))
+        .build()
 }
 
 const RECORD_SELECT: &str = "SELECT d.id, d.bucket_id, d.title, d.status, d.processing_error,

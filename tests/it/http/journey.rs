@@ -193,7 +193,13 @@ async fn journey_with_the_fake_embedder_and_ops_endpoints() {
     let ready: Value = c.get(server.url("/readyz")).send().await.expect("request").json().await.expect("JSON body");
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["model"], server.embedder.model());
-    let metrics = c.get(server.url("/metrics")).send().await.expect("request").text().await.expect("body");
+    // Metrics are the operator's: refused without a token and for a user's token.
+    assert_eq!(c.get(server.url("/metrics")).send().await.expect("request").status(), 401);
+    assert_eq!(server.call(reqwest::Method::GET, "/metrics", &token).await.status(), 403);
+    let service = server.token(None, Role::ServiceRole);
+    let response = server.call(reqwest::Method::GET, "/metrics", &service).await;
+    assert_eq!(response.status(), 200);
+    let metrics = response.text().await.expect("body");
     for name in [
         "kb_http_request_duration_seconds_bucket",
         "kb_ingest_queue_depth",

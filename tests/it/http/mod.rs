@@ -11,8 +11,10 @@ mod faults;
 mod isolation;
 mod journey;
 mod limits;
+mod openapi;
 mod pool;
 mod startup;
+mod streams;
 mod tokens;
 mod uploads;
 
@@ -104,6 +106,8 @@ pub struct Setup {
     pub lease: Duration,
     /// Time limit of one document's extraction and chunking.
     pub extract_timeout: Duration,
+    /// What the server's keys accept beyond the HS256 `SECRET` (a JWKS, audience, issuer...).
+    pub jwt: fn(JwtKeys) -> JwtKeys,
 }
 
 impl Setup {
@@ -115,6 +119,7 @@ impl Setup {
             workers: 1,
             lease: Duration::from_secs(30),
             extract_timeout: Duration::from_secs(60),
+            jwt: |keys| keys,
         }
     }
 }
@@ -170,8 +175,12 @@ impl TestServer {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state =
-            AppState::new(app.clone(), setup.embedder.clone(), JwtKeys::new(SECRET).expect("keys"), setup.limits);
+        let state = AppState::new(
+            app.clone(),
+            setup.embedder.clone(),
+            (setup.jwt)(JwtKeys::new(SECRET).expect("keys")),
+            setup.limits,
+        );
         let (stop, stopping) = oneshot::channel::<()>();
         let server = tokio::spawn(kb::http::serve(listener, state, async move {
             let _ = stopping.await;
@@ -181,7 +190,7 @@ impl TestServer {
             addr,
             admin,
             app,
-            keys: JwtKeys::new(SECRET).expect("keys"),
+            keys: (setup.jwt)(JwtKeys::new(SECRET).expect("keys")),
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             embedder: setup.embedder,
             stop: Some(stop),
