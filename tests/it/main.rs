@@ -10,5 +10,6 @@ mod helpers;
 mod http;
 mod ingest;
 mod openai;
+mod rls_matrix;
 mod search;
 mod versions;
