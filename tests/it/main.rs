@@ -10,6 +10,7 @@ mod helpers;
 mod http;
 mod ingest;
 mod openai;
+mod platform;
 mod rls_matrix;
 mod search;
 mod versions;
