@@ -85,6 +85,11 @@ pub fn index_name(model: &str) -> String {
     format!("knowledge_chunks_embedding_{}", &crate::hash::bytes_hash(model.as_bytes())[..12])
 }
 
+/// The index of a model's vectors in `content_embeddings`.
+pub fn content_index_name(model: &str) -> String {
+    format!("content_embeddings_embedding_{}", &crate::hash::bytes_hash(model.as_bytes())[..12])
+}
+
 /// A model whose index build failed; the other models' builds went ahead.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IndexFailure {
@@ -125,7 +130,7 @@ async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> 
     .fetch_all(&mut *conn)
     .await?;
     let mut done = Maintenance::default();
-    for model in models {
+    for model in &models {
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.knowledge_chunks WHERE embedding_model = $1")
             .bind(&model.name)
             .fetch_one(&mut *conn)
@@ -140,7 +145,7 @@ async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> 
         if rows == 0 {
             continue;
         }
-        match build_index(&mut *conn, &model, method, rows).await {
+        match build_index(&mut *conn, model, method, rows).await {
             Ok(build) => done.builds.push(build),
             Err(e) => {
                 tracing::warn!(model = %model.name, error = %e, "vector index build failed");
@@ -150,7 +155,62 @@ async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> 
             }
         }
     }
+    for model in &models {
+        match build_content_index(&mut *conn, model).await {
+            Ok(Some(build)) => done.builds.push(build),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(model = %model.name, error = %e, "content vector index build failed");
+                let _ = sqlx::query("RESET ALL").execute(&mut *conn).await;
+                done.failures.push(IndexFailure { model: model.name.clone(), error: e.to_string() });
+            }
+        }
+    }
     Ok(done)
+}
+
+/// `content_embeddings` gets one hnsw index per model that has rows there: hnsw needs no
+/// training data and grows with the table, so it is built once and never rebuilt.
+async fn build_content_index(conn: &mut PgConnection, model: &IndexState) -> Result<Option<IndexBuild>, sqlx::Error> {
+    let name = content_index_name(&model.name);
+    let valid: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+                        WHERE c.relname = $1 AND c.relnamespace = 'public'::regnamespace AND i.indisvalid)",
+    )
+    .bind(&name)
+    .fetch_one(&mut *conn)
+    .await?;
+    if valid {
+        return Ok(None);
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.content_embeddings WHERE embedding_model = $1")
+        .bind(&model.name)
+        .fetch_one(&mut *conn)
+        .await?;
+    if rows == 0 {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    // An invalid index from a killed build: clear it first.
+    sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS public.{name}")).execute(&mut *conn).await?;
+    let ddl: String = sqlx::query_scalar(
+        "SELECT format('CREATE INDEX CONCURRENTLY %I ON public.content_embeddings USING hnsw
+                        ((embedding::vector(%s)) vector_cosine_ops) WITH (m = 16, ef_construction = 64)
+                        WHERE embedding_model = %L', $1::text, $2::int, $3::text)",
+    )
+    .bind(&name)
+    .bind(model.dimensions)
+    .bind(&model.name)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(&ddl).execute(&mut *conn).await?;
+    Ok(Some(IndexBuild {
+        model: model.name.clone(),
+        method: IndexMethod::Hnsw.as_str(),
+        rows,
+        lists: None,
+        seconds: started.elapsed().as_secs(),
+    }))
 }
 
 #[tracing::instrument(skip(conn, model), fields(model = %model.name))]

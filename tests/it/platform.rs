@@ -394,3 +394,38 @@ async fn the_migrations_apply_on_a_database_that_already_has_supabases_auth_sche
         .expect("role");
     assert_eq!(role, "admin");
 }
+
+#[tokio::test]
+async fn content_embeddings_get_a_vector_index_per_model_and_refuse_wrong_dimensions() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    let owner = user(pool, "owner@example.com").await;
+    sqlx::query("INSERT INTO embedding_models (name, dimensions) VALUES ('test/three', 3), ('test/four', 4)")
+        .execute(pool)
+        .await
+        .expect("models");
+    let insert = "INSERT INTO content_embeddings (content_type, content_id, content, content_hash, embedding_model, embedding, created_by)
+                  SELECT 'campaign', gen_random_uuid(), 'text', 'h', $1, $2::vector, $3 FROM generate_series(1, 20)";
+    sqlx::query(insert).bind("test/three").bind("[1,0,0]").bind(owner).execute(pool).await.expect("3-d rows");
+    let wrong = sqlx::query(insert).bind("test/four").bind("[1,0,0]").bind(owner).execute(pool).await;
+    assert!(wrong.is_err(), "a 3-d vector was stored for a 4-d model");
+
+    let maintenance = kb::store::index::ensure_indexes(pool, None).await.expect("index maintenance");
+    assert!(maintenance.failures.is_empty(), "{:?}", maintenance.failures);
+    let name = kb::store::index::content_index_name("test/three");
+    let definition: String = sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1")
+        .bind(&name)
+        .fetch_one(pool)
+        .await
+        .expect("the model's content index");
+    assert!(definition.contains("hnsw") && definition.contains("test/three"), "{definition}");
+    let absent: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE indexname = $1")
+        .bind(kb::store::index::content_index_name("test/four"))
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(absent, 0, "an index for a model without rows");
+    // Built once: the next round leaves it alone.
+    let again = kb::store::index::ensure_indexes(pool, None).await.expect("index maintenance");
+    assert!(again.builds.is_empty(), "{:?}", again.builds);
+}
