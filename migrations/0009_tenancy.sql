@@ -16,7 +16,7 @@ CREATE TABLE public.companies (
   company_size TEXT,
   website TEXT,
   -- Not in the spec: who created the company (its first admin).
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );

@@ -12,7 +12,12 @@ ALTER TABLE public.campaigns
   ADD COLUMN company_id UUID REFERENCES public.companies(id) ON DELETE CASCADE,
   ADD CONSTRAINT campaigns_budget_nonnegative CHECK (budget_allocated IS NULL OR budget_allocated >= 0),
   ADD CONSTRAINT campaigns_dates_ordered CHECK (end_date IS NULL OR start_date IS NULL OR end_date >= start_date);
-ALTER TABLE public.campaigns ALTER COLUMN created_by SET DEFAULT auth.uid();
+-- A campaign outlives its creator's account (it is the company's): the creator becomes NULL.
+ALTER TABLE public.campaigns
+  ALTER COLUMN created_by SET DEFAULT auth.uid(),
+  ALTER COLUMN created_by DROP NOT NULL,
+  DROP CONSTRAINT campaigns_created_by_fkey,
+  ADD CONSTRAINT campaigns_created_by_fkey FOREIGN KEY (created_by) REFERENCES auth.users(id) ON DELETE SET NULL;
 
 CREATE INDEX idx_campaigns_company_id ON public.campaigns(company_id);
 CREATE INDEX idx_campaigns_user_status ON public.campaigns(created_by, status);

@@ -32,7 +32,7 @@ CREATE TABLE public.leads (
   demographic_score INTEGER NOT NULL DEFAULT 0,
   behavioral_score INTEGER NOT NULL DEFAULT 0,
   engagement_score INTEGER NOT NULL DEFAULT 0,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -92,7 +92,7 @@ CREATE TABLE public.lead_scoring_rules (
   activity_type TEXT NOT NULL,
   points INTEGER NOT NULL CHECK (points BETWEEN -1000 AND 1000),
   is_active BOOLEAN NOT NULL DEFAULT true,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   UNIQUE (company_id, name)

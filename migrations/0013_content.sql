@@ -11,7 +11,7 @@ CREATE TABLE public.folders (
   company_id UUID REFERENCES public.companies(id) ON DELETE CASCADE,
   parent_id UUID REFERENCES public.folders(id) ON DELETE CASCADE,
   name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 255),
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   CHECK (parent_id IS NULL OR parent_id <> id)
@@ -36,7 +36,7 @@ CREATE TABLE public.content_calendar (
   platform TEXT[],
   assets TEXT[],
   assigned_to UUID REFERENCES auth.users(id) ON DELETE SET NULL,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -59,7 +59,7 @@ CREATE TABLE public.content_templates (
   body TEXT NOT NULL DEFAULT '',
   variables JSONB NOT NULL DEFAULT '[]',
   is_active BOOLEAN NOT NULL DEFAULT true,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -80,7 +80,7 @@ CREATE TABLE public.digital_assets (
   thumbnail_path TEXT,
   folder_id UUID REFERENCES public.folders(id) ON DELETE SET NULL,
   metadata JSONB DEFAULT '{}',
-  uploaded_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  uploaded_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );

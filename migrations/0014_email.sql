@@ -11,7 +11,7 @@ CREATE TABLE public.email_templates (
   text_body TEXT,
   variables JSONB NOT NULL DEFAULT '[]',
   is_active BOOLEAN NOT NULL DEFAULT true,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -32,7 +32,7 @@ CREATE TABLE public.email_campaigns (
   sent_at TIMESTAMP WITH TIME ZONE,
   recipients_count INTEGER NOT NULL DEFAULT 0 CHECK (recipients_count >= 0),
   stats JSONB NOT NULL DEFAULT '{}',
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -54,7 +54,7 @@ CREATE TABLE public.email_contacts (
   attributes JSONB NOT NULL DEFAULT '{}',
   subscribed_at TIMESTAMP WITH TIME ZONE DEFAULT now(),
   unsubscribed_at TIMESTAMP WITH TIME ZONE,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   UNIQUE (company_id, email)
@@ -73,7 +73,7 @@ CREATE TABLE public.email_automation_rules (
   template_id UUID REFERENCES public.email_templates(id) ON DELETE SET NULL,
   delay_minutes INTEGER NOT NULL DEFAULT 0 CHECK (delay_minutes >= 0),
   is_active BOOLEAN NOT NULL DEFAULT true,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );

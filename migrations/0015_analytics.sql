@@ -13,7 +13,7 @@ CREATE TABLE public.performance_analytics (
   period_start TIMESTAMP WITH TIME ZONE NOT NULL,
   period_end TIMESTAMP WITH TIME ZONE NOT NULL,
   dimensions JSONB NOT NULL DEFAULT '{}',
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   CHECK (period_end >= period_start)
@@ -31,7 +31,7 @@ CREATE TABLE public.real_time_metrics (
   metric_value NUMERIC NOT NULL,
   recorded_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   metadata JSONB NOT NULL DEFAULT '{}',
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -48,7 +48,7 @@ CREATE TABLE public.analytics_reports (
   results JSONB,
   schedule TEXT,
   last_run_at TIMESTAMP WITH TIME ZONE,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );

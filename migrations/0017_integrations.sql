@@ -23,7 +23,7 @@ CREATE TABLE public.oauth_connections (
   secret_key_id TEXT,
   expires_at TIMESTAMP WITH TIME ZONE,
   status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'expired', 'revoked', 'error')),
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   UNIQUE (company_id, provider, account_id)
@@ -42,7 +42,7 @@ CREATE TABLE public.integration_connections (
   secret_key_id TEXT,
   status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused', 'error', 'disconnected')),
   last_sync_at TIMESTAMP WITH TIME ZONE,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   UNIQUE (company_id, name)
@@ -59,7 +59,7 @@ CREATE TABLE public.social_platform_connections (
   account_id TEXT,
   status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused', 'error', 'disconnected')),
   metadata JSONB NOT NULL DEFAULT '{}',
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   UNIQUE (company_id, platform, account_handle)

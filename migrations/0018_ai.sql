@@ -14,7 +14,7 @@ CREATE TABLE public.agents (
   knowledge_bucket_ids UUID[] NOT NULL DEFAULT '{}',
   settings JSONB NOT NULL DEFAULT '{}',
   is_active BOOLEAN NOT NULL DEFAULT true,
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -87,7 +87,7 @@ CREATE TABLE public.automation_rules (
   is_active BOOLEAN NOT NULL DEFAULT true,
   last_run_at TIMESTAMP WITH TIME ZONE,
   run_count INTEGER NOT NULL DEFAULT 0 CHECK (run_count >= 0),
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
 );
@@ -109,7 +109,7 @@ CREATE TABLE public.content_embeddings (
   embedding_model TEXT NOT NULL REFERENCES public.embedding_models(name),
   embedding vector NOT NULL,
   metadata JSONB NOT NULL DEFAULT '{}',
-  created_by UUID NOT NULL DEFAULT auth.uid() REFERENCES auth.users(id),
+  created_by UUID DEFAULT auth.uid() REFERENCES auth.users(id) ON DELETE SET NULL,
   created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
   UNIQUE (content_type, content_id, embedding_model, chunk_index)
@@ -143,3 +143,35 @@ CREATE TRIGGER content_embeddings_check_insert AFTER INSERT ON public.content_em
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION kb_private.check_content_embeddings();
 CREATE TRIGGER content_embeddings_check_update AFTER UPDATE ON public.content_embeddings
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION kb_private.check_content_embeddings();
+
+-- Removing a user (`kb user remove`): their personal rows (no company) go with them; rows of
+-- a company stay the company's, their creator set to NULL by the foreign keys.
+CREATE FUNCTION kb_private.delete_personal_rows(p_user UUID)
+RETURNS BIGINT
+LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+  v_table RECORD;
+  v_count BIGINT;
+  v_total BIGINT := 0;
+BEGIN
+  FOR v_table IN
+    SELECT c.table_name, creator.column_name AS creator
+    FROM information_schema.columns c
+    JOIN information_schema.columns creator
+      ON creator.table_schema = c.table_schema AND creator.table_name = c.table_name
+     AND creator.column_name IN ('created_by', 'uploaded_by')
+    JOIN information_schema.tables t
+      ON t.table_schema = c.table_schema AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE'
+    WHERE c.table_schema = 'public' AND c.column_name = 'company_id'
+    ORDER BY c.table_name
+  LOOP
+    EXECUTE format('DELETE FROM public.%I WHERE company_id IS NULL AND %I = $1', v_table.table_name, v_table.creator)
+      USING p_user;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_total := v_total + v_count;
+  END LOOP;
+  RETURN v_total;
+END;
+$$;

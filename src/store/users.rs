@@ -46,8 +46,9 @@ pub async fn user_by_email(conn: &mut PgConnection, email: &str) -> Result<Optio
         .await
 }
 
-/// Removes the user and everything the user owns in kb (buckets with their documents and
-/// chunks, campaigns); false if there is no such user. Runs as the owner login, in one
+/// Removes the user and everything the user owns alone (buckets with their documents and
+/// chunks, and every row of the platform's tables without a company); rows of a company stay
+/// the company's, with no creator. False if there is no such user. Runs as the owner login, in one
 /// transaction so a failure removes nothing.
 pub async fn remove_user(conn: &mut PgConnection, email: &str) -> Result<bool, sqlx::Error> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -55,7 +56,8 @@ pub async fn remove_user(conn: &mut PgConnection, email: &str) -> Result<bool, s
         return Ok(false);
     };
     sqlx::query("DELETE FROM public.knowledge_buckets WHERE created_by = $1").bind(id).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM public.campaigns WHERE created_by = $1").bind(id).execute(&mut *tx).await?;
+    // Personal rows of the platform's tables go too; a company's rows stay the company's.
+    sqlx::query("SELECT kb_private.delete_personal_rows($1)").bind(id).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM auth.users WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(true)

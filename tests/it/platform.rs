@@ -429,3 +429,39 @@ async fn content_embeddings_get_a_vector_index_per_model_and_refuse_wrong_dimens
     let again = kb::store::index::ensure_indexes(pool, None).await.expect("index maintenance");
     assert!(again.builds.is_empty(), "{:?}", again.builds);
 }
+
+#[tokio::test]
+async fn removing_a_user_removes_their_personal_rows_and_keeps_their_companys() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    let leaving = user(pool, "leaving@example.com").await;
+    let staying = user(pool, "staying@example.com").await;
+    let acme = company(pool, "Acme", leaving).await;
+    let insert = "INSERT INTO campaigns (name, type, channel, company_id, created_by) VALUES ($1, 'email', 'newsletter', $2, $3)";
+    for (name, company, creator) in
+        [("personal", None, leaving), ("company", Some(acme), leaving), ("someone else's", None, staying)]
+    {
+        sqlx::query(insert).bind(name).bind(company).bind(creator).execute(pool).await.expect("campaign");
+    }
+    sqlx::query("INSERT INTO content_templates (name, content_type, created_by) VALUES ('mine', 'blog', $1)")
+        .bind(leaving)
+        .execute(pool)
+        .await
+        .expect("template");
+
+    let mut conn = pool.acquire().await.expect("connection");
+    assert!(users::remove_user(&mut conn, "leaving@example.com").await.expect("remove"));
+    let campaigns: Vec<(String, Option<Uuid>)> =
+        sqlx::query_as("SELECT name, created_by FROM campaigns ORDER BY name").fetch_all(pool).await.expect("rows");
+    assert_eq!(campaigns, [("company".to_string(), None), ("someone else's".to_string(), Some(staying))]);
+    let templates: i64 = sqlx::query_scalar("SELECT count(*) FROM content_templates").fetch_one(pool).await.expect("n");
+    assert_eq!(templates, 0, "a personal row outlived its owner");
+    let company_left: Option<Uuid> = sqlx::query_scalar("SELECT created_by FROM companies WHERE id = $1")
+        .bind(acme)
+        .fetch_one(pool)
+        .await
+        .expect("company");
+    assert_eq!(company_left, None);
+    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM user_roles").fetch_one(pool).await.expect("n");
+    assert_eq!(roles, 0, "the user's roles went with the user");
+}
