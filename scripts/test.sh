@@ -9,5 +9,6 @@ bash scripts/setup.sh
 # schemathesis (pinned, in its own virtual environment) for the OpenAPI test.
 KB_SCHEMATHESIS="$(bash scripts/schemathesis.sh)"
 export KB_SCHEMATHESIS
+bash scripts/mcp-client.sh  # the MCP TypeScript SDK (npm ci, pinned) for tests/it/mcp.rs
 command -v cargo >/dev/null 2>&1 || { echo "test: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo test --locked --lib --bins --tests "$@"

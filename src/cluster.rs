@@ -14,7 +14,21 @@
 //! D/pg/             the PostgreSQL data directory (initdb output)
 //! D/pg.log          server log (pg_ctl -l)
 //! D/sock/           unix socket directory, mode 0700
+//! D/wal_archive/    archived WAL segments (point-in-time recovery, see below)
+//! D/backups/        base backups (`kb db backup --base`), `base-<finished at, UTC>`
+//! D/pg.before-restore-<time>/  the data directory a point-in-time restore replaced
 //! ```
+//!
+//! # Settings kb manages
+//!
+//! `D/pg/kb.conf` is rewritten at every start (and included from `postgresql.conf`, which
+//! existing clusters get too): WAL archiving (`archive_mode`, `archive_command` copying
+//! completed segments into `D/wal_archive`, but only once `D/backups` exists, so a cluster
+//! that never had a base backup keeps no WAL) and `shared_preload_libraries =
+//! 'pg_stat_statements'` where the library is installed. `archive_mode` and preloading take
+//! effect at the next start: a running cluster whose settings changed logs that it needs a
+//! restart (`kb db stop && kb db start`). While a point-in-time restore runs, `kb.conf` also
+//! holds its recovery settings (`cluster/pitr.rs`).
 //!
 //! # Network exposure
 //!
@@ -62,6 +76,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 use tracing::{debug, info, warn};
+
+mod pitr;
+mod settings;
+
+pub use pitr::{BaseBackup, RestoreReport};
 
 /// Default port: only names the socket file (`.s.PGSQL.<port>`) inside a private directory.
 const DEFAULT_PORT: u16 = 5432;
@@ -135,6 +154,30 @@ pub enum ClusterError {
         context: String,
         #[source]
         source: sqlx::Error,
+    },
+
+    #[error(
+        "WAL archiving is not active in the running cluster (archive_mode = {archive_mode}): \
+         restart it so it takes its settings (`kb db stop && kb db start`), then take the base backup"
+    )]
+    NotArchiving { archive_mode: String },
+
+    #[error(
+        "no base backup finished before {target}: point-in-time recovery starts from one \
+         (`kb db backup --base`){available}"
+    )]
+    NoBaseBackup { target: String, available: String },
+
+    #[error(
+        "the point-in-time restore failed: {source}\n\
+         The data directory from before the restore is kept at {previous}; to go back to it: \
+         `kb db stop`, then replace {pg_dir} with it"
+    )]
+    RestoreFailed {
+        previous: PathBuf,
+        pg_dir: PathBuf,
+        #[source]
+        source: Box<ClusterError>,
     },
 }
 
@@ -334,6 +377,16 @@ impl Cluster {
         &self.bin_dir
     }
 
+    /// Where completed WAL segments are archived (once a base backup exists).
+    pub fn wal_archive_dir(&self) -> PathBuf {
+        self.server_root.join("wal_archive")
+    }
+
+    /// Where base backups go (`base-<finished at>`); its existence turns WAL archiving on.
+    pub fn backups_dir(&self) -> PathBuf {
+        self.server_root.join("backups")
+    }
+
     /// Connection URL for `db_name` as the cluster's superuser, over the unix socket.
     pub fn database_url(&self, db_name: &str) -> String {
         format!(
@@ -357,11 +410,22 @@ impl Cluster {
         if !self.is_initialised() {
             self.initdb().await?;
         }
+        let settings_changed = self.write_settings()?;
         match self.status_unlocked().await? {
-            Status::Running { pid } => debug!(pid, "PostgreSQL already running"),
+            Status::Running { pid } => {
+                debug!(pid, "PostgreSQL already running");
+                if settings_changed {
+                    warn!(
+                        pid,
+                        "kb changed the cluster's settings (WAL archiving, pg_stat_statements); they apply \
+                         at the next start: `kb db stop && kb db start`"
+                    );
+                }
+            }
             _ => self.start().await?,
         }
         self.create_database(db_name).await?;
+        settings::enable_statement_stats(&self.database_url(db_name)).await;
         Ok(self.database_url(db_name))
     }
 
@@ -372,6 +436,11 @@ impl Cluster {
             return Ok(());
         }
         let _lock = self.lock().await?;
+        self.stop_unlocked().await
+    }
+
+    /// Under the lock: stop the server if it runs.
+    async fn stop_unlocked(&self) -> Result<(), ClusterError> {
         match self.status_unlocked().await? {
             Status::Running { pid } => {
                 info!(pid, pg_dir = %self.pg_dir.display(), "stopping PostgreSQL");
@@ -663,6 +732,12 @@ fn absolute_path(path: &Path) -> Result<PathBuf, ClusterError> {
         Ok(p) => Ok(p),
         Err(_) => std::path::absolute(path).map_err(|e| ClusterError::io(format!("resolving {}", path.display()), e)),
     }
+}
+
+/// The installed PostgreSQL binaries kb uses, also for `DATABASE_URL` (pg_dump, pg_restore,
+/// psql): `KB_PG_BIN`, else the highest `/usr/lib/postgresql/N/bin`.
+pub fn installed_bin_dir() -> Result<PathBuf, ClusterError> {
+    find_bin_dir()
 }
 
 /// `KB_PG_BIN`, else the highest `/usr/lib/postgresql/N/bin` with all server binaries.

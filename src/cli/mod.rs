@@ -2,6 +2,10 @@
 //! `ingest`, `search` and `store` through `runtime`'s wiring; they hold no SQL and no pipeline
 //! logic of their own. Clap types live here only.
 
+pub mod context;
+pub mod db;
+pub mod eval;
+pub mod mcp;
 pub mod serve;
 
 use std::io::IsTerminal;
@@ -12,12 +16,11 @@ use anyhow::{Context, bail};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::ingest::{self, DocumentReport, Outcome, Pipeline, Progress, WorkerSettings};
 use crate::runtime;
-use crate::search::{self, Mode, SearchRequest};
+use crate::search::{self, GroupBy, Mode, SearchOptions, SearchRequest};
 use crate::store::{self, Role, buckets, index::IndexMethod, users};
 
 /// kb: ingest documents into PostgreSQL + pgvector and search them.
@@ -38,11 +41,13 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Search the knowledge base.
     Search(SearchArgs),
+    /// The best passages for a question within a token budget, with citations (for a prompt).
+    Context(context::ContextArgs),
     /// Build or rebuild the vector indexes.
     Reindex(ReindexArgs),
-    /// Manage the embedded PostgreSQL cluster.
+    /// The database: the embedded cluster, backups, monitoring, maintenance, retention.
     #[command(subcommand)]
-    Db(DbCommand),
+    Db(db::DbCommand),
     /// Serve the HTTP API, with ingestion workers.
     Serve(serve::ServeArgs),
     /// Run ingestion workers only (against the same database as a server).
@@ -52,6 +57,10 @@ pub enum Command {
     User(serve::UserCommand),
     /// Print a signed JWT for a user, for development.
     Token(serve::TokenArgs),
+    /// Measure retrieval quality on a BEIR-layout collection (nDCG@10, recall, MRR per mode).
+    Eval(eval::EvalArgs),
+    /// Serve kb to an AI agent over the Model Context Protocol on stdin/stdout (as the local owner).
+    Mcp(mcp::McpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,9 +101,15 @@ pub struct SearchArgs {
     /// Minimum cosine similarity of a result.
     #[arg(long, default_value_t = 0.2)]
     pub threshold: f64,
-    /// Ranking: vector similarity alone, or fused with full-text search.
+    /// Ranking: vector similarity, BM25 (lexical) alone, or both fused (hybrid).
     #[arg(long, value_enum, default_value_t = ModeArg::Vector)]
     pub mode: ModeArg,
+    /// Hybrid: weight of the vector score, 0 (BM25 only) to 1 (vector only); default 0.5.
+    #[arg(long, value_parser = eval::parse_weight)]
+    pub alpha: Option<f64>,
+    /// `document`: only the best chunk of each document.
+    #[arg(long, value_enum, default_value_t = GroupByArg::Chunk)]
+    pub group_by: GroupByArg,
     /// Print the results as JSON (see README: "JSON output").
     #[arg(long)]
     pub json: bool,
@@ -112,6 +127,7 @@ pub struct ReindexArgs {
 pub enum ModeArg {
     Vector,
     Hybrid,
+    Lexical,
 }
 
 impl From<ModeArg> for Mode {
@@ -119,6 +135,23 @@ impl From<ModeArg> for Mode {
         match mode {
             ModeArg::Vector => Mode::Vector,
             ModeArg::Hybrid => Mode::Hybrid,
+            ModeArg::Lexical => Mode::Lexical,
+        }
+    }
+}
+
+/// `--group-by` of `kb search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupByArg {
+    Chunk,
+    Document,
+}
+
+impl From<GroupByArg> for GroupBy {
+    fn from(group_by: GroupByArg) -> GroupBy {
+        match group_by {
+            GroupByArg::Chunk => GroupBy::Chunk,
+            GroupByArg::Document => GroupBy::Document,
         }
     }
 }
@@ -137,16 +170,6 @@ impl From<IndexMethodArg> for IndexMethod {
             IndexMethodArg::Hnsw => IndexMethod::Hnsw,
         }
     }
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum DbCommand {
-    /// Start the embedded cluster (creating it if needed).
-    Start,
-    /// Stop the embedded cluster.
-    Stop,
-    /// Show whether the embedded cluster is running.
-    Status,
 }
 
 /// The lease `kb ingest` holds on the jobs it runs: were it killed, a server's workers would
@@ -170,6 +193,7 @@ impl Cli {
             }
             Command::Ingest(args) => run_ingest(&config, args).await,
             Command::Search(args) => run_search(&config, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Context(args) => context::run(&config, args).await.map(|()| ExitCode::SUCCESS),
             Command::Reindex(args) => {
                 let pool = runtime::connect(&config).await?;
                 let done = store::index::ensure_indexes(&pool, args.method.map(IndexMethod::from))
@@ -189,11 +213,13 @@ impl Cli {
                 }
                 Ok(if done.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INDEX_FAILED) })
             }
-            Command::Db(command) => run_db(&config, command).await.map(|()| ExitCode::SUCCESS),
+            Command::Db(command) => db::run(&config, command).await,
             Command::Serve(args) => serve::serve(&config, args).await.map(|()| ExitCode::SUCCESS),
             Command::Worker(args) => serve::worker(&config, args).await.map(|()| ExitCode::SUCCESS),
             Command::User(command) => serve::user(&config, command).await.map(|()| ExitCode::SUCCESS),
             Command::Token(args) => serve::token(&config, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Eval(args) => eval::run(&config, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Mcp(args) => mcp::run(&config, args).await.map(|()| ExitCode::SUCCESS),
         }
     }
 }
@@ -303,27 +329,33 @@ async fn run_ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCod
     })
 }
 
+/// The id of the owner's bucket of this name, checked to be of the configured model.
+async fn bucket_named(
+    pool: &PgPool,
+    owner: Uuid,
+    embedder: &dyn Embedder,
+    name: Option<&str>,
+) -> anyhow::Result<Option<Uuid>> {
+    let Some(name) = name else { return Ok(None) };
+    let mut tx = store::begin_as(pool, owner, Role::Authenticated).await?;
+    let bucket = buckets::bucket_by_name(&mut tx, owner, name).await?;
+    tx.commit().await?;
+    let bucket = bucket.with_context(|| format!("no bucket named {name:?}"))?;
+    if bucket.embedding_model != embedder.model() {
+        bail!(
+            "bucket {name:?} is embedded with {}, but the configured model is {}",
+            bucket.embedding_model,
+            embedder.model()
+        );
+    }
+    Ok(Some(bucket.id))
+}
+
 async fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
     let pool = runtime::connect(config).await?;
     let embedder = runtime::load_embedder(config).await?;
     let owner = owner(&pool, embedder.as_ref()).await?;
-    let bucket_id = match &args.bucket {
-        None => None,
-        Some(name) => {
-            let mut tx = store::begin_as(&pool, owner, Role::Authenticated).await?;
-            let bucket = buckets::bucket_by_name(&mut tx, owner, name).await?;
-            tx.commit().await?;
-            let bucket = bucket.with_context(|| format!("no bucket named {name:?}"))?;
-            if bucket.embedding_model != embedder.model() {
-                bail!(
-                    "bucket {name:?} is embedded with {}, but the configured model is {}",
-                    bucket.embedding_model,
-                    embedder.model()
-                );
-            }
-            Some(bucket.id)
-        }
-    };
+    let bucket_id = bucket_named(&pool, owner, embedder.as_ref(), args.bucket.as_deref()).await?;
     let request = SearchRequest {
         query: args.query,
         bucket_id,
@@ -333,7 +365,9 @@ async fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
         threshold: args.threshold,
         mode: args.mode.into(),
     };
-    let response = search::search(&pool, embedder.as_ref(), owner, Role::Authenticated, &request).await?;
+    let options = SearchOptions { alpha: args.alpha, candidates: None, group_by: args.group_by.into() };
+    let response =
+        search::search_with(&pool, embedder.as_ref(), owner, Role::Authenticated, &request, &options).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&response)?);
         return Ok(());
@@ -377,25 +411,6 @@ fn snippet(text: &str, max_chars: usize) -> String {
     let mut cut: String = flat.chars().take(max_chars).collect();
     cut.push('…');
     cut
-}
-
-async fn run_db(config: &Config, command: DbCommand) -> anyhow::Result<()> {
-    if config.database_url.is_some() {
-        bail!("DATABASE_URL is set: kb uses that database, not its embedded cluster");
-    }
-    let cluster = Cluster::new(&config.data_dir())?;
-    match command {
-        DbCommand::Start => {
-            let url = cluster.ensure_running(runtime::EMBEDDED_DATABASE).await?;
-            println!("running: {url}");
-        }
-        DbCommand::Stop => {
-            cluster.stop().await?;
-            println!("stopped");
-        }
-        DbCommand::Status => println!("{}", cluster.status().await?),
-    }
-    Ok(())
 }
 
 /// The ingest progress bar: documents done, with chunks and chunks per second.

@@ -131,7 +131,8 @@ pub enum UserCommand {
     Add { email: String },
     /// List users.
     List,
-    /// Remove a user with every bucket, document and chunk the user owns.
+    /// Remove a user with every bucket, document and chunk the user owns, and their rows of no
+    /// company (the rows of a company stay, with no creator).
     Remove { email: String },
 }
 

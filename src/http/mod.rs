@@ -6,8 +6,10 @@
 //! excess requests at once (503 + Retry-After, never an unbounded queue), a per-request
 //! timeout, a header-read timeout, and body limits (JSON and uploads separately).
 
+pub mod admin;
 pub mod auth;
 pub mod buckets;
+pub mod context;
 pub mod documents;
 pub mod error;
 pub mod events;
@@ -124,8 +126,14 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
     // Install the recorder before the first request records anything.
     let _ = metrics::handle();
-    let guarded =
-        Router::new().merge(buckets::router()).merge(documents::router(&limits)).merge(search::router()).layer(
+    let guarded = Router::new()
+        .merge(buckets::router())
+        .merge(documents::router(&limits))
+        .merge(search::router())
+        .merge(crate::mcp::http::router(&state))
+        .merge(context::router())
+        .merge(admin::router())
+        .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(shed_or_timeout))
                 .load_shed()

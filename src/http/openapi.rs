@@ -53,7 +53,9 @@ pub const NOT_BLANK: &str = r"^[^\u0000]*[^\s\u0000][^\u0000]*$";
         documents::reingest,
         super::events::document_events,
         search::search_v1,
+        super::context::build_context,
         search::rpc_search_knowledge_chunks,
+        super::admin::database_stats,
     ),
     components(schemas(ErrorBody, JsonValue, StatusEvent)),
     modifiers(&DataRoutes),
@@ -255,7 +257,7 @@ mod tests {
                 assert!(ids.insert(id.to_string()), "operation id {id} is used twice");
             }
         }
-        assert_eq!(operations, 19, "{ids:?}");
+        assert_eq!(operations, 21, "{ids:?}");
         assert_eq!(doc["components"]["schemas"]["SearchBody"]["oneOf"][1]["properties"]["embedding"]["minItems"], 384);
     }
 }

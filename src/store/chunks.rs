@@ -98,3 +98,46 @@ pub async fn replace_chunks(
     .await?;
     Ok(written.rows_affected())
 }
+
+/// A stored chunk's text and provenance.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredChunk {
+    pub document_id: Uuid,
+    pub chunk_index: i32,
+    pub content: String,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The chunks at these (document, index) positions that the caller may read (under its row
+/// level security); positions that do not exist are left out.
+pub async fn chunks_at(conn: &mut PgConnection, positions: &[(Uuid, i32)]) -> Result<Vec<StoredChunk>, sqlx::Error> {
+    let (documents, indexes): (Vec<Uuid>, Vec<i32>) = positions.iter().copied().unzip();
+    sqlx::query_as(
+        "SELECT c.document_id, c.chunk_index, c.content, c.metadata
+         FROM unnest($1::uuid[], $2::int[]) AS p(document_id, chunk_index)
+         JOIN public.knowledge_chunks c ON c.document_id = p.document_id AND c.chunk_index = p.chunk_index",
+    )
+    .bind(&documents)
+    .bind(&indexes)
+    .fetch_all(conn)
+    .await
+}
+
+/// The chunks of one document with indexes `first..=last`, in order, that the caller may
+/// read (under its row level security).
+pub async fn document_chunks(
+    conn: &mut PgConnection,
+    document_id: Uuid,
+    first: i32,
+    last: i32,
+) -> Result<Vec<StoredChunk>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT document_id, chunk_index, content, metadata FROM public.knowledge_chunks
+         WHERE document_id = $1 AND chunk_index BETWEEN $2 AND $3 ORDER BY chunk_index",
+    )
+    .bind(document_id)
+    .bind(first)
+    .bind(last)
+    .fetch_all(conn)
+    .await
+}

@@ -8,7 +8,10 @@ pub mod chunks;
 pub mod documents;
 pub mod index;
 pub mod jobs;
+pub mod lexical;
 pub mod login;
+pub mod maintenance;
+pub mod stats;
 pub mod users;
 
 use std::time::Duration;

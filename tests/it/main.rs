@@ -4,12 +4,17 @@
 mod chunking;
 mod cluster;
 mod config_docs;
+mod context;
 mod embed_local;
+mod eval;
 mod extract_pdf;
 mod helpers;
 mod http;
 mod ingest;
+mod lexical;
+mod mcp;
 mod openai;
+mod operations;
 mod platform;
 mod rls_matrix;
 mod search;

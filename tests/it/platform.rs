@@ -318,7 +318,8 @@ async fn the_audit_log_records_the_actor_and_only_the_companys_admins_read_it() 
     tx.rollback().await.expect("rollback");
 
     let mut tx = store::begin_as(pool, admin, Role::Authenticated).await.expect("tx");
-    let rows: Vec<(String, Option<Uuid>, Option<Uuid>, Option<String>)> = sqlx::query_as(
+    type AuditRow = (String, Option<Uuid>, Option<Uuid>, Option<String>);
+    let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT operation, user_id, company_id, new_values ->> 'status' FROM audit_log
          WHERE table_name = 'campaigns' AND record_id = $1 ORDER BY timestamp, operation",
     )

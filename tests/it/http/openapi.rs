@@ -92,6 +92,10 @@ parameters = {{ "path.id" = "{watched}" }}
 [[operations]]
 include-operation-id = "metrics"
 headers = {{ Authorization = "Bearer {service_token}" }}
+
+[[operations]]
+include-operation-id = "admin_stats"
+headers = {{ Authorization = "Bearer {service_token}" }}
 "#
     )
 }
