@@ -19,7 +19,7 @@ use super::error::{ApiError, JsonBody, Path};
 use super::openapi::{self, ErrorBody, NO_NUL};
 use super::{AppState, Limits};
 use crate::extract::Format;
-use crate::ingest::QuotaError;
+use crate::ingest::upload::{self, MAX_FILE_NAME, Upload, base_name, document_key, format_of};
 use crate::store::documents::{self, DocumentRecord};
 use crate::store::{buckets, jobs};
 
@@ -171,41 +171,7 @@ struct UploadedFile {
     body: Bytes,
 }
 
-const MAX_FILE_NAME: usize = 255;
-const MAX_KEY: usize = 1024;
-
 /// The base name of a client-given file name, without any directory part.
-fn base_name(name: &str) -> Result<String, ApiError> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or("").trim();
-    if base.is_empty() || base == "." || base == ".." {
-        return Err(ApiError::InvalidInput("the file needs a name".into()));
-    }
-    if base.chars().count() > MAX_FILE_NAME || base.chars().any(char::is_control) {
-        return Err(ApiError::InvalidInput("the file name is too long or has control characters".into()));
-    }
-    Ok(base.to_string())
-}
-
-/// A document key from a client-given path: `/`-separated, relative, without `.` or `..`
-/// parts. Two files that share a base name in different folders are two documents.
-fn document_key(path: &str) -> Result<String, ApiError> {
-    let parts: Vec<&str> = path.split(['/', '\\']).map(str::trim).filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.is_empty() || parts.contains(&"..") {
-        return Err(ApiError::InvalidInput("the document path must name a file, without `..`".into()));
-    }
-    let key = parts.join("/");
-    if key.len() > MAX_KEY || key.chars().any(char::is_control) {
-        return Err(ApiError::InvalidInput("the document path is too long or has control characters".into()));
-    }
-    Ok(format!("upload/{key}"))
-}
-
-fn format_of(file_name: &str) -> Result<Format, ApiError> {
-    Format::from_path(std::path::Path::new(file_name)).ok_or_else(|| {
-        ApiError::UnsupportedMediaType(format!("{file_name:?}: supported files are .txt, .md, .html and .pdf"))
-    })
-}
-
 /// Whether a part's declared content type fits the format its extension names.
 fn content_type_fits(format: Format, content_type: &str) -> bool {
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -370,29 +336,14 @@ async fn submit(
 ) -> Result<UploadResponse, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     let bucket = buckets::bucket_by_id(&mut tx, bucket_id).await?.ok_or(ApiError::NotFound("bucket"))?;
-    if bucket.embedding_model != state.embedder.model() {
-        return Err(ApiError::Conflict(format!(
-            "the bucket is embedded with {}, but this server runs {}",
-            bucket.embedding_model,
-            state.embedder.model()
-        )));
-    }
-    let usage = jobs::usage(&mut tx, bucket.created_by).await?;
-    let new_document = documents::document_id_by_key(&mut tx, bucket_id, &file.key).await?.is_none();
-    let adding = i64::try_from(file.body.len()).unwrap_or(i64::MAX);
-    state.limits.quotas.check(&usage, adding, new_document).map_err(|e| match e {
-        QuotaError::StoredBytes { .. } => ApiError::StorageQuotaExceeded(e.to_string()),
-        QuotaError::Documents { .. } | QuotaError::ActiveJobs { .. } => ApiError::QuotaExceeded(e.to_string()),
-    })?;
-    let submission = documents::Submission {
-        bucket_id,
+    let upload = Upload {
         key: &file.key,
         file_name: &file.file_name,
-        file_type: Some(file.format.as_str()),
-        body: &file.body,
+        format: file.format,
         title: file.title.as_deref(),
+        body: &file.body,
     };
-    let submitted = documents::submit(&mut tx, &submission).await?;
+    let submitted = upload::submit(&mut tx, &bucket, state.embedder.model(), &state.limits.quotas, &upload).await?;
     tx.commit().await?;
     metrics::counter!(super::metrics::UPLOADS, "format" => file.format.as_str()).increment(1);
     let id = submitted.document_id();
@@ -497,25 +448,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_name_loses_its_directories() {
-        assert_eq!(base_name("../../etc/passwd.txt").expect("test step"), "passwd.txt");
-        assert_eq!(base_name("C:\\docs\\a.md").expect("test step"), "a.md");
-        assert!(base_name("dir/").is_err());
-    }
-
-    #[test]
-    fn files_in_different_folders_are_different_documents() {
-        assert_eq!(document_key("docs/a/README.md").expect("key"), "upload/docs/a/README.md");
-        assert_ne!(document_key("docs/a/README.md").expect("a"), document_key("docs/b/README.md").expect("b"));
-        assert_eq!(document_key("/docs//./a\\README.md").expect("key"), "upload/docs/a/README.md");
-        assert!(document_key("../etc/passwd").is_err());
-        assert!(document_key("a/../../b.md").is_err());
-        assert!(document_key(" / ").is_err());
-    }
-
-    #[test]
     fn unsupported_extensions_are_415() {
-        assert!(matches!(format_of("a.exe"), Err(ApiError::UnsupportedMediaType(_))));
+        assert!(matches!(format_of("a.exe").map_err(ApiError::from), Err(ApiError::UnsupportedMediaType(_))));
         assert_eq!(format_of("A.PDF").expect("test step"), Format::Pdf);
     }
 

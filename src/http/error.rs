@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::embed::EmbedError;
+use crate::ingest::QuotaError;
+use crate::ingest::upload::UploadError;
 use crate::search::SearchError;
 
 /// Seconds a client should wait before retrying a 429 or 503.
@@ -167,6 +169,21 @@ impl From<EmbedError> for ApiError {
             ApiError::EmbeddingUnavailable
         } else {
             ApiError::Internal(anyhow::Error::new(e).context("embedding the query"))
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> ApiError {
+        match e {
+            UploadError::Invalid(_) => ApiError::InvalidInput(e.to_string()),
+            UploadError::Unsupported(_) => ApiError::UnsupportedMediaType(e.to_string()),
+            UploadError::ModelMismatch { .. } => ApiError::Conflict(e.to_string()),
+            UploadError::Quota(QuotaError::StoredBytes { .. }) => ApiError::StorageQuotaExceeded(e.to_string()),
+            UploadError::Quota(QuotaError::Documents { .. } | QuotaError::ActiveJobs { .. }) => {
+                ApiError::QuotaExceeded(e.to_string())
+            }
+            UploadError::Database(e) => e.into(),
         }
     }
 }

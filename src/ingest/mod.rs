@@ -12,6 +12,7 @@ pub mod job;
 pub mod prepare;
 pub mod quota;
 pub mod sources;
+pub mod upload;
 pub mod worker;
 
 use std::sync::Arc;

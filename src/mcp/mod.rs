@@ -27,6 +27,7 @@ use crate::context::join_overlapping;
 use crate::embed::{EmbedError, Embedder};
 use crate::http::auth::Caller;
 use crate::ingest::Quotas;
+use crate::ingest::upload::UploadError;
 use crate::store::{self, buckets, chunks, documents};
 
 /// The scheme and prefix of a document's resource URI.
@@ -154,6 +155,17 @@ pub enum ToolError {
     Embed(#[source] EmbedError),
     #[error("internal error; the server log has the details")]
     Database(#[from] sqlx::Error),
+}
+
+impl From<UploadError> for ToolError {
+    fn from(error: UploadError) -> ToolError {
+        match error {
+            UploadError::Invalid(_) | UploadError::Unsupported(_) => ToolError::Invalid(format!("path: {error}")),
+            UploadError::ModelMismatch { bucket, server } => ToolError::ModelMismatch { bucket, server },
+            UploadError::Quota(e) => ToolError::Quota(e.to_string()),
+            UploadError::Database(e) => ToolError::Database(e),
+        }
+    }
 }
 
 impl From<crate::search::SearchError> for ToolError {

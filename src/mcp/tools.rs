@@ -14,8 +14,9 @@ use super::{Server, ToolError, document_uri};
 use crate::context::{self, ContextRequest, Encoding};
 use crate::extract::Format;
 use crate::http::auth::Caller;
+use crate::ingest::upload::{self, Upload};
 use crate::search::{self, Mode, SearchRequest};
-use crate::store::{Bucket, buckets, chunks, documents, jobs};
+use crate::store::{Bucket, buckets, chunks, documents};
 
 /// Results `search` returns at most.
 const MAX_SEARCH_LIMIT: u32 = 100;
@@ -23,9 +24,6 @@ const MAX_SEARCH_LIMIT: u32 = 100;
 const MAX_CHUNKS_PER_READ: u32 = 50;
 /// Chunks `get_document` returns when asked for no range.
 const DEFAULT_CHUNKS_PER_READ: u32 = 20;
-/// Longest document key (`path`) and file name, as the HTTP upload takes them.
-const MAX_KEY: usize = 1024;
-const MAX_FILE_NAME: usize = 255;
 
 /// How results are ranked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -236,27 +234,18 @@ fn check_threshold(threshold: f64) -> Result<(), ToolError> {
     }
 }
 
-/// Where an upload goes: its key in the bucket (`upload/<path>`, as HTTP uploads are keyed,
-/// so both name the same document), its file name and format.
+/// Where an upload goes: its key in the bucket and its file name and format, by the rules
+/// HTTP uploads follow (`ingest::upload`), so both name the same document.
 fn upload_target(path: Option<&str>) -> Result<(String, String, Format), ToolError> {
-    let invalid = |why: &str| ToolError::Invalid(format!("path: {why}"));
     let path = match path.map(str::trim).filter(|p| !p.is_empty()) {
         Some(path) => path.to_string(),
         None => format!("{}.txt", Uuid::new_v4()),
     };
-    let parts: Vec<&str> = path.split(['/', '\\']).map(str::trim).filter(|p| !p.is_empty() && *p != ".").collect();
-    let Some(file_name) = parts.last() else { return Err(invalid("it must name a file")) };
-    if parts.contains(&"..") {
-        return Err(invalid("`..` is not allowed"));
-    }
-    let key = parts.join("/");
-    if key.len() > MAX_KEY || file_name.chars().count() > MAX_FILE_NAME || key.chars().any(char::is_control) {
-        return Err(invalid("too long, or has control characters"));
-    }
-    match Format::from_path(std::path::Path::new(file_name)) {
-        Some(Format::Pdf) => Err(invalid("upload PDFs through the HTTP API (multipart/form-data)")),
-        Some(format) => Ok((format!("upload/{key}"), file_name.to_string(), format)),
-        None => Err(invalid("the file name must end in .txt, .md or .html")),
+    let key = upload::document_key(&path)?;
+    let file_name = upload::base_name(&path)?;
+    match upload::format_of(&file_name)? {
+        Format::Pdf => Err(ToolError::Invalid("path: upload PDFs through the HTTP API (multipart/form-data)".into())),
+        format => Ok((key, file_name, format)),
     }
 }
 
@@ -456,29 +445,12 @@ impl Server {
         let (key, file_name, format) = upload_target(args.path.as_deref())?;
         let title = args.title.as_deref().map(str::trim).filter(|t| !t.is_empty());
 
-        // The HTTP upload's path (`http/documents.rs`): quotas checked and the version
-        // submitted in the caller's transaction, committed before answering.
+        // As an HTTP upload: quotas checked and the version submitted in the caller's
+        // transaction, committed before answering.
         let mut tx = self.begin(caller).await?;
         let bucket = find_bucket(&mut tx, caller, &args.bucket).await?;
-        if bucket.embedding_model != inner.embedder.model() {
-            return Err(ToolError::ModelMismatch {
-                bucket: bucket.embedding_model,
-                server: inner.embedder.model().to_string(),
-            });
-        }
-        let usage = jobs::usage(&mut tx, bucket.created_by).await?;
-        let new_document = documents::document_id_by_key(&mut tx, bucket.id, &key).await?.is_none();
-        let adding = i64::try_from(args.content.len()).unwrap_or(i64::MAX);
-        inner.quotas.check(&usage, adding, new_document).map_err(|e| ToolError::Quota(e.to_string()))?;
-        let submission = documents::Submission {
-            bucket_id: bucket.id,
-            key: &key,
-            file_name: &file_name,
-            file_type: Some(format.as_str()),
-            body: args.content.as_bytes(),
-            title,
-        };
-        let submitted = documents::submit(&mut tx, &submission).await?;
+        let upload = Upload { key: &key, file_name: &file_name, format, title, body: args.content.as_bytes() };
+        let submitted = upload::submit(&mut tx, &bucket, inner.embedder.model(), &inner.quotas, &upload).await?;
         tx.commit().await?;
         metrics::counter!(crate::http::metrics::UPLOADS, "format" => format.as_str()).increment(1);
         let document_id = submitted.document_id();
