@@ -142,7 +142,7 @@ BEGIN
             * CASE WHEN v_filtered THEN 2 ELSE 1 END)::text, true);
   ELSIF v_model.index_method = 'hnsw' THEN
     PERFORM set_config('hnsw.ef_search',
-      least(1000, greatest(CASE WHEN v_filtered THEN 200 ELSE 40 END, p_limit * 2))::text, true);
+      least(1000, greatest(CASE WHEN v_filtered THEN 400 ELSE 40 END, p_limit * 2))::text, true);
   END IF;
 
   EXECUTE format('SELECT array_agg(c.id ORDER BY c.distance), array_agg(c.distance ORDER BY c.distance) FROM (%s) c',

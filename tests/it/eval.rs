@@ -57,9 +57,11 @@ async fn eval_scores_the_shipped_collection_with_known_figures() {
     assert_figures("lexical", lexical, LEXICAL);
     assert_figures("vector", vector, VECTOR);
     assert_figures("hybrid", hybrid, HYBRID);
-    // The weight's ends are the two rankings alone (over the same candidates).
+    // The weight's ends are the two rankings alone. At alpha 0 the BM25 matches come first in
+    // BM25 order, and the vector's other candidates (score 0, in no fixed order) after them:
+    // they can add a relevant document below the matches (x3 for q5), never push one down.
     assert_eq!(hybrid_lexical.alpha, Some(0.0));
-    assert_eq!(figures(hybrid_lexical)[0], figures(lexical)[0], "alpha 0 ranks by BM25");
+    assert!(figures(hybrid_lexical)[0] >= figures(lexical)[0], "alpha 0 ranks by BM25");
     assert_eq!(figures(hybrid_vector)[0], figures(vector)[0], "alpha 1 ranks by the vector");
     assert_eq!(hybrid.alpha, Some(kb::search::DEFAULT_ALPHA));
 
