@@ -17,7 +17,9 @@ use crate::search::{self, Mode, SearchError, SearchHit, SearchRequest};
 use crate::store::{self, Role};
 
 /// The tokenizer the budget is counted in: the chat model's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema,
+)]
 pub enum Encoding {
     /// GPT-4, GPT-3.5 and OpenAI's embedding models.
     #[default]

@@ -104,14 +104,7 @@ pub async fn build_context(
     caller: Caller,
     JsonBody(body): JsonBody<ContextBody>,
 ) -> Result<Json<Context>, ApiError> {
-    let mode = match body.mode.as_deref() {
-        None | Some("vector") => Mode::Vector,
-        Some("hybrid") => Mode::Hybrid,
-        Some("lexical") => Mode::Lexical,
-        Some(other) => {
-            return Err(ApiError::InvalidInput(format!("mode must be vector, lexical or hybrid (got {other:?})")));
-        }
-    };
+    let mode = super::search::parse_mode(body.mode.as_deref())?;
     if !(MIN_BUDGET..=MAX_BUDGET).contains(&body.budget) {
         return Err(ContextError::Budget(body.budget).into());
     }

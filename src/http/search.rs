@@ -137,7 +137,7 @@ fn default_threshold() -> f64 {
     0.2
 }
 
-fn parse_mode(mode: Option<&str>) -> Result<Mode, ApiError> {
+pub(super) fn parse_mode(mode: Option<&str>) -> Result<Mode, ApiError> {
     match mode {
         None | Some("vector") => Ok(Mode::Vector),
         Some("hybrid") => Ok(Mode::Hybrid),

@@ -25,45 +25,6 @@ const MAX_CHUNKS_PER_READ: u32 = 50;
 /// Chunks `get_document` returns when asked for no range.
 const DEFAULT_CHUNKS_PER_READ: u32 = 20;
 
-/// How results are ranked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SearchMode {
-    #[default]
-    Vector,
-    Hybrid,
-    Lexical,
-}
-
-impl From<SearchMode> for Mode {
-    fn from(mode: SearchMode) -> Mode {
-        match mode {
-            SearchMode::Vector => Mode::Vector,
-            SearchMode::Hybrid => Mode::Hybrid,
-            SearchMode::Lexical => Mode::Lexical,
-        }
-    }
-}
-
-/// The tokenizer a context budget is counted in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-pub enum TokenEncoding {
-    #[default]
-    #[serde(rename = "cl100k_base")]
-    Cl100k,
-    #[serde(rename = "o200k_base")]
-    O200k,
-}
-
-impl From<TokenEncoding> for Encoding {
-    fn from(encoding: TokenEncoding) -> Encoding {
-        match encoding {
-            TokenEncoding::Cl100k => Encoding::Cl100k,
-            TokenEncoding::O200k => Encoding::O200k,
-        }
-    }
-}
-
 fn default_limit() -> u32 {
     5
 }
@@ -93,7 +54,7 @@ pub struct SearchArgs {
     /// `vector` (meaning, the default), `lexical` (BM25 keywords: names, codes, exact terms)
     /// or `hybrid` (both fused).
     #[serde(default)]
-    pub mode: SearchMode,
+    pub mode: Mode,
     /// Number of results, 1 to 100 (default 5).
     #[serde(default = "default_limit")]
     pub limit: u32,
@@ -113,7 +74,7 @@ pub struct BuildContextArgs {
     /// Tokenizer of the chat model the context is for: `cl100k_base` (GPT-4, the default) or
     /// `o200k_base` (GPT-4o and later).
     #[serde(default)]
-    pub encoding: TokenEncoding,
+    pub encoding: Encoding,
     /// Only this bucket: its id or its name (see `list_buckets`).
     #[serde(default)]
     pub bucket: Option<String>,
@@ -125,7 +86,7 @@ pub struct BuildContextArgs {
     pub campaign_id: Option<Uuid>,
     /// How passages are found: `vector` (default), `lexical` or `hybrid`.
     #[serde(default)]
-    pub mode: SearchMode,
+    pub mode: Mode,
     /// Minimum cosine similarity of a passage, -1 to 1 (default 0.2).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
@@ -354,7 +315,7 @@ impl Server {
             campaign_id: args.campaign_id,
             limit: args.limit,
             threshold: args.threshold,
-            mode: args.mode.into(),
+            mode: args.mode,
         };
         let inner = &self.inner;
         Ok(search::search(&inner.pool, inner.embedder.as_ref(), caller.user, caller.role, &request).await?)
@@ -371,10 +332,10 @@ impl Server {
             bucket_id: self.bucket_filter(caller, args.bucket.as_deref()).await?,
             question: args.question,
             budget: args.budget,
-            encoding: args.encoding.into(),
+            encoding: args.encoding,
             bucket_type: args.bucket_type,
             campaign_id: args.campaign_id,
-            mode: args.mode.into(),
+            mode: args.mode,
             threshold: args.threshold,
         };
         let inner = &self.inner;
@@ -496,9 +457,9 @@ mod tests {
         let unknown = serde_json::json!({ "query": "x", "limt": 3 });
         assert!(serde_json::from_value::<SearchArgs>(unknown).is_err());
         let defaults: SearchArgs = serde_json::from_value(serde_json::json!({ "query": "x" })).expect("defaults");
-        assert_eq!((defaults.limit, defaults.mode), (5, SearchMode::Vector));
+        assert_eq!((defaults.limit, defaults.mode), (5, Mode::Vector));
         let encoding: BuildContextArgs =
             serde_json::from_value(serde_json::json!({ "question": "q", "encoding": "o200k_base" })).expect("args");
-        assert_eq!(encoding.encoding, TokenEncoding::O200k);
+        assert_eq!(encoding.encoding, Encoding::O200k);
     }
 }
