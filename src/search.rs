@@ -252,43 +252,6 @@ fn best_per_document(hits: Vec<SearchHit>) -> Vec<SearchHit> {
     hits.into_iter().filter(|hit| seen.insert(hit.document_id)).collect()
 }
 
-/// `search_knowledge_chunks` called with its own parameters, as supabase-js `rpc()` callers
-/// pass them. `None` takes the function's default.
-#[derive(Debug, Clone)]
-pub struct RpcSearch {
-    pub user_id: Option<Uuid>,
-    pub embedding: Vector,
-    pub bucket_type: Option<String>,
-    pub campaign_id: Option<Uuid>,
-    pub limit: Option<i32>,
-    pub threshold: Option<f64>,
-    pub bucket_id: Option<Uuid>,
-    pub embedding_model: Option<String>,
-}
-
-/// Runs `search_knowledge_chunks` in the caller's transaction. The function itself returns
-/// nothing for a `p_user_id` that is not the caller's (service role excepted).
-pub async fn search_knowledge_chunks(conn: &mut PgConnection, p: &RpcSearch) -> Result<Vec<SearchHit>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
-                chunk_content, chunk_index, similarity_score, metadata
-         FROM public.search_knowledge_chunks(
-           p_user_id => $1, p_query_embedding => $2, p_bucket_type => $3, p_campaign_id => $4,
-           p_limit => coalesce($5, 10), p_similarity_threshold => coalesce($6, 0.7),
-           p_bucket_id => $7, p_embedding_model => $8)",
-    )
-    .bind(p.user_id)
-    .bind(&p.embedding)
-    .bind(&p.bucket_type)
-    .bind(p.campaign_id)
-    .bind(p.limit)
-    .bind(p.threshold)
-    .bind(p.bucket_id)
-    .bind(&p.embedding_model)
-    .fetch_all(conn)
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,12 @@ pub struct ServeArgs {
     /// Database connections of the server's pool.
     #[arg(long, env = "KB_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Schemas `/rest/v1` serves (comma-separated; the first is the default profile).
+    #[arg(long, env = "KB_REST_SCHEMAS", value_delimiter = ',', default_value = "public")]
+    pub rest_schemas: Vec<String>,
+    /// Most rows one `/rest/v1` read returns (0: no limit). Supabase's default is 1000.
+    #[arg(long, env = "KB_REST_MAX_ROWS", default_value_t = 1000)]
+    pub rest_max_rows: u64,
     #[command(flatten)]
     pub jwt: JwtArgs,
 }
@@ -224,6 +230,8 @@ pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     runtime::spawn_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
     let mut state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());
     state.metrics_token = args.metrics_token.clone().map(std::sync::Arc::new);
+    let schemas = args.rest_schemas.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    state.rest = http::rest::Rest::new(schemas, (args.rest_max_rows > 0).then_some(args.rest_max_rows));
     tracing::info!(addr = %listener.local_addr()?, workers = args.workers, "serving");
     http::serve(listener, state, runtime::shutdown_signal()).await?;
     // Workers hand their running jobs back to the queue as they stop.

@@ -299,7 +299,7 @@ impl Caller {
 }
 
 /// The token of a request: the bearer token if there is one, else the `apikey` header.
-fn token_of(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn token_of(parts: &Parts) -> Result<&str, ApiError> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| ApiError::InvalidToken("malformed Authorization header"))?;
         let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken("malformed Authorization header"))?;

@@ -1,4 +1,4 @@
-//! The HTTP API: a JSON API under `/v1`, a PostgREST-compatible search RPC under `/rest/v1`,
+//! The HTTP API: a JSON API under `/v1`, a PostgREST-compatible API over the schema under `/rest/v1`,
 //! and operations endpoints (health, readiness, metrics, OpenAPI, docs). Every data request
 //! runs in one transaction acting as its caller, so row level security decides what it sees.
 //!
@@ -16,6 +16,7 @@ pub mod events;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod rest;
 pub mod search;
 
 use std::future::Future;
@@ -101,6 +102,8 @@ pub struct AppState {
     /// Turns true when the server begins to shut down: long-lived status streams end then,
     /// instead of holding shutdown for the whole grace period.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// `/rest/v1`: its exposed schemas, row limit and schema cache.
+    pub rest: rest::Rest,
 }
 
 impl AppState {
@@ -114,6 +117,7 @@ impl AppState {
             metrics_token: None,
             ops_cache: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+            rest: rest::Rest::default(),
         }
     }
 }
@@ -130,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(buckets::router())
         .merge(documents::router(&limits))
         .merge(search::router())
+        .merge(rest::router())
         .merge(crate::mcp::http::router(&state))
         .merge(context::router())
         .merge(admin::router())

@@ -54,7 +54,6 @@ pub const NOT_BLANK: &str = r"^[^\u0000]*[^\s\u0000][^\u0000]*$";
         super::events::document_events,
         search::search_v1,
         super::context::build_context,
-        search::rpc_search_knowledge_chunks,
         super::admin::database_stats,
     ),
     components(schemas(ErrorBody, JsonValue, StatusEvent)),
@@ -73,6 +72,14 @@ pub fn document(dimensions: usize) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     search::describe_search_body(&mut doc, dimensions);
     documents::describe_upload_form(&mut doc);
+    doc.external_docs = Some(utoipa::openapi::external_docs::ExternalDocs::new("/rest/v1/"));
+    if let Some(docs) = doc.external_docs.as_mut() {
+        docs.description = Some(
+            "The PostgREST-compatible API over the whole schema (tables, views and functions, as supabase-js \
+             calls them) is described by its own OpenAPI document at /rest/v1/."
+                .into(),
+        );
+    }
     doc
 }
 
@@ -257,7 +264,7 @@ mod tests {
                 assert!(ids.insert(id.to_string()), "operation id {id} is used twice");
             }
         }
-        assert_eq!(operations, 21, "{ids:?}");
+        assert_eq!(operations, 20, "{ids:?}");
         assert_eq!(doc["components"]["schemas"]["SearchBody"]["oneOf"][1]["properties"]["embedding"]["minItems"], 384);
     }
 }

@@ -1,6 +1,6 @@
-//! Search endpoints: `POST /v1/search` (query text embedded server-side, or a ready
-//! embedding; vector, lexical (BM25) or hybrid ranking; chunks or best chunk per document) and `POST /rest/v1/rpc/search_knowledge_chunks`, the
-//! SQL function called with its own parameter names so supabase-js `rpc()` works unchanged.
+//! `POST /v1/search`: query text embedded server-side, or a ready embedding; vector, lexical
+//! (BM25) or hybrid ranking; chunks or the best chunk per document. (The SQL function
+//! `search_knowledge_chunks` itself is served by `/rest/v1/rpc/`, as supabase-js calls it.)
 
 use std::time::Instant;
 
@@ -18,14 +18,10 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, JsonBody};
 use super::openapi::{self, ErrorBody, NO_NUL, NOT_BLANK};
-use crate::search::{
-    self, GroupBy, MAX_LIMIT, Mode, RpcSearch, SearchHit, SearchOptions, SearchRequest, SearchResponse, Timings,
-};
+use crate::search::{self, GroupBy, MAX_LIMIT, Mode, SearchHit, SearchOptions, SearchRequest, SearchResponse, Timings};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/search", post(search_v1))
-        .route("/rest/v1/rpc/search_knowledge_chunks", post(rpc_search_knowledge_chunks))
+    Router::new().route("/v1/search", post(search_v1))
 }
 
 /// A search by `query` text (embedded with the server's model), or by a ready `embedding`
@@ -267,144 +263,9 @@ pub(super) fn whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<
     whole_number(serde_json::Number::deserialize(d)?)
 }
 
-fn optional_whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
-    Option::<serde_json::Number>::deserialize(d)?.map(whole_number).transpose()
-}
-
-/// A query embedding as PostgREST accepts it: a JSON array, or pgvector's text form.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum EmbeddingParam {
-    Numbers(Vec<f32>),
-    Text(String),
-}
-
-impl EmbeddingParam {
-    fn into_vec(self) -> Result<Vec<f32>, ApiError> {
-        match self {
-            EmbeddingParam::Numbers(v) => Ok(v),
-            EmbeddingParam::Text(text) => {
-                let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
-                inner
-                    .split(',')
-                    .map(|x| x.trim().parse::<f32>())
-                    .collect::<Result<Vec<f32>, _>>()
-                    .map_err(|_| ApiError::InvalidInput("p_query_embedding is not a vector".into()))
-            }
-        }
-    }
-}
-
-/// Most numbers a query embedding may hold.
-const MAX_DIMENSIONS: usize = 16_000;
-
-/// A pgvector literal (`[0.5,-1,2]`) whose numbers are plain decimals: no exponent, at most 30
-/// digits before the point, so every one is a finite `f32`.
-const VECTOR_TEXT: &str =
-    r"^ *\[? *[+-]?[0-9]{1,30}(\.[0-9]{0,30})?( *, *[+-]?[0-9]{1,30}(\.[0-9]{0,30})?){0,15999} *\]? *$";
-
-fn embedding_param_schema() -> Schema {
-    let numbers = ArrayBuilder::new().items(embedding_items()).min_items(Some(1)).max_items(Some(MAX_DIMENSIONS));
-    let text = openapi::text(VECTOR_TEXT, None, false);
-    OneOfBuilder::new()
-        .item(numbers)
-        .item(text)
-        .description(Some(
-            "1 to 16000 finite numbers, as a JSON array or pgvector's text form. A search needs the \
-             dimensions of a model: of `p_embedding_model` or of `p_bucket_id`'s (else 422), or of \
-             exactly one model; with no model of these dimensions it finds nothing.",
-        ))
-        .build()
-        .into()
-}
-
-/// `search_knowledge_chunks`'s parameters (supabase-js `rpc()`); absent ones take the SQL
-/// function's defaults.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RpcBody {
-    /// Only this user's buckets: the caller's own id (another user's finds nothing, unless
-    /// the caller is the service role).
-    #[serde(default)]
-    pub p_user_id: Option<Uuid>,
-    #[schema(schema_with = embedding_param_schema)]
-    pub p_query_embedding: EmbeddingParam,
-    #[serde(default)]
-    #[schema(schema_with = filter_schema)]
-    pub p_bucket_type: Option<String>,
-    #[serde(default)]
-    pub p_campaign_id: Option<Uuid>,
-    #[serde(default, deserialize_with = "optional_whole")]
-    #[schema(minimum = 1, maximum = 1000, default = 10)]
-    pub p_limit: Option<i32>,
-    /// Minimum cosine similarity of a hit.
-    #[serde(default)]
-    #[schema(default = 0.7)]
-    pub p_similarity_threshold: Option<f64>,
-    #[serde(default)]
-    pub p_bucket_id: Option<Uuid>,
-    /// The model whose vectors are searched (default: the bucket's, or the only model with
-    /// the embedding's dimensions).
-    #[serde(default)]
-    #[schema(schema_with = filter_schema)]
-    pub p_embedding_model: Option<String>,
-}
-
-/// `search_knowledge_chunks` with its SQL parameter names (supabase-js `rpc()`).
-#[utoipa::path(post, path = "/rest/v1/rpc/search_knowledge_chunks", operation_id = "search_knowledge_chunks",
-    tag = "search",
-    request_body = RpcBody,
-    responses(
-        (status = 200, description = "The best chunks the caller may see", body = Vec<SearchHit>),
-        (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 413, description = "The body is larger than the JSON limit", body = ErrorBody),
-        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "A parameter breaks its rules, or the embedding does not fit the model", body = ErrorBody),
-    ))]
-async fn rpc_search_knowledge_chunks(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody<RpcBody>,
-) -> Result<Json<Vec<SearchHit>>, ApiError> {
-    let embedding = body.p_query_embedding.into_vec()?;
-    if embedding.is_empty() || embedding.len() > MAX_DIMENSIONS || embedding.iter().any(|x| !x.is_finite()) {
-        return Err(ApiError::InvalidInput("p_query_embedding must hold 1 to 16000 finite numbers".into()));
-    }
-    if let Some(limit) = body.p_limit
-        && !(1..=MAX_LIMIT as i32).contains(&limit)
-    {
-        return Err(ApiError::InvalidInput(format!("p_limit must be between 1 and {MAX_LIMIT}")));
-    }
-    let params = RpcSearch {
-        user_id: body.p_user_id,
-        embedding: Vector::from(embedding),
-        bucket_type: body.p_bucket_type,
-        campaign_id: body.p_campaign_id,
-        limit: body.p_limit,
-        threshold: body.p_similarity_threshold,
-        bucket_id: body.p_bucket_id,
-        embedding_model: body.p_embedding_model,
-    };
-    let mut tx = caller.begin(&state.pool).await?;
-    let mut hits = search::search_knowledge_chunks(&mut tx, &params).await?;
-    hits.retain(has_similarity);
-    tx.commit().await?;
-    Ok(Json(hits))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_embedding_can_be_pgvector_text() {
-        let p: EmbeddingParam = serde_json::from_str(r#""[0.5, -1,2e-1]""#).expect("test step");
-        assert_eq!(p.into_vec().expect("test step"), vec![0.5, -1.0, 0.2]);
-        let p: EmbeddingParam = serde_json::from_str("[1, 2]").expect("test step");
-        assert_eq!(p.into_vec().expect("test step"), vec![1.0, 2.0]);
-        let p: EmbeddingParam = serde_json::from_str(r#""[a]""#).expect("test step");
-        assert!(p.into_vec().is_err());
-    }
 
     #[test]
     fn integers_may_carry_a_zero_fraction() {
@@ -412,10 +273,6 @@ mod tests {
         assert_eq!(body.limit, 25);
         assert!(serde_json::from_str::<SearchBody>(r#"{"query": "q", "limit": 2.5}"#).is_err());
         assert!(serde_json::from_str::<SearchBody>(r#"{"query": "q", "limit": -1}"#).is_err());
-        let rpc: RpcBody = serde_json::from_str(r#"{"p_query_embedding": [1], "p_limit": null}"#).expect("test step");
-        assert_eq!(rpc.p_limit, None);
-        let rpc: RpcBody = serde_json::from_str(r#"{"p_query_embedding": [1], "p_limit": 7.0}"#).expect("test step");
-        assert_eq!(rpc.p_limit, Some(7));
     }
 
     #[test]
@@ -423,9 +280,6 @@ mod tests {
         let doc = serde_json::to_value(super::openapi::document(3)).expect("test step");
         let schemas = &doc["components"]["schemas"];
         assert_eq!(schemas["SearchBody"]["oneOf"][0]["properties"]["limit"]["maximum"], MAX_LIMIT);
-        assert_eq!(schemas["RpcBody"]["properties"]["p_limit"]["maximum"], MAX_LIMIT);
-        let embedding = &schemas["RpcBody"]["properties"]["p_query_embedding"]["oneOf"][0];
-        assert_eq!(embedding["maxItems"], MAX_DIMENSIONS);
         assert_eq!(schemas["SearchBody"]["oneOf"][1]["properties"]["embedding"]["maxItems"], 3);
     }
 

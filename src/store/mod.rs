@@ -32,9 +32,12 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
-/// Applies the numbered migrations in `migrations/` that this database has not seen.
+/// Applies the numbered migrations in `migrations/` that this database has not seen, then
+/// tells running servers to reload their schema cache (`NOTIFY pgrst`, as PostgREST has it).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(pool).await
+    sqlx::migrate!("./migrations").run(pool).await?;
+    sqlx::query("NOTIFY pgrst, 'reload schema'").execute(pool).await?;
+    Ok(())
 }
 
 /// The role a request acts as, with the names Supabase gives them.

@@ -111,12 +111,15 @@ async fn users_never_see_each_others_data() {
     assert_eq!(server.count("SELECT count(*) FROM public.knowledge_buckets WHERE name = 'a-bucket'").await, 1);
     assert_eq!(server.count("SELECT count(*) FROM public.knowledge_documents").await, 1);
 
-    // anon is refused everywhere.
+    // anon is refused everywhere: by kb's API (403), and by the database's privileges through
+    // /rest/v1 (401, as PostgREST answers an anonymous permission error).
     let anon = server.token(None, Role::Anon);
-    for request in [c.get(server.url("/v1/buckets")), c.get(&doc_url), c.post(&rpc).json(&params)] {
+    for request in [c.get(server.url("/v1/buckets")), c.get(&doc_url)] {
         let response = request.bearer_auth(&anon).send().await.expect("request");
         assert_eq!(response.status(), 403);
     }
+    let response = c.post(&rpc).bearer_auth(&anon).json(&params).send().await.expect("request");
+    assert_eq!(response.status(), 401);
 
     // service_role sees both users' buckets, A's document, and A's chunks through the RPC.
     let service = server.token(None, Role::ServiceRole);

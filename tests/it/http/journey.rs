@@ -212,7 +212,9 @@ async fn journey_with_the_fake_embedder_and_ops_endpoints() {
     let spec: Value =
         c.get(server.url("/openapi.json")).send().await.expect("request").json().await.expect("JSON body");
     assert!(spec["openapi"].as_str().expect("test step").starts_with("3."));
-    assert!(spec["paths"]["/rest/v1/rpc/search_knowledge_chunks"]["post"].is_object());
+    assert_eq!(spec["externalDocs"]["url"], "/rest/v1/", "kb's document links the PostgREST-compatible one");
+    let rest: Value = c.get(server.url("/rest/v1/")).send().await.expect("request").json().await.expect("JSON body");
+    assert_eq!(rest["swagger"], "2.0");
     let docs = c.get(server.url("/docs")).send().await.expect("request");
     assert!(docs.headers()["content-type"].to_str().expect("test step").starts_with("text/html"));
 
