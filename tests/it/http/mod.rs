@@ -13,8 +13,10 @@ mod journey;
 mod limits;
 mod openapi;
 mod pool;
+mod rest;
 mod startup;
 mod streams;
+mod supabase;
 mod tokens;
 mod uploads;
 

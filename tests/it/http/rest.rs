@@ -1,0 +1,1 @@
+//! /rest/v1 (PostgREST-compatible) over the real schema, with reqwest.
