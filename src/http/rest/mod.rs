@@ -50,11 +50,12 @@ impl Rest {
     }
 
     /// The cache, loaded on first use (and then kept current by `NOTIFY pgrst`).
-    async fn schema(&self, pool: &sqlx::PgPool) -> Result<Arc<SchemaCache>, RestError> {
+    async fn schema(&self, state: &AppState) -> Result<Arc<SchemaCache>, RestError> {
+        let pool = &state.pool;
         self.started
             .get_or_try_init(|| async {
                 self.cache.reload(pool).await?;
-                self.cache.watch(pool.clone());
+                self.cache.watch(pool.clone(), state.stopping.subscribe());
                 Ok::<(), sqlx::Error>(())
             })
             .await
@@ -197,7 +198,7 @@ async fn respond(
         return Ok(preflight(&target));
     }
     let caller = caller(state, headers)?;
-    let cache = state.rest.schema(&state.pool).await?;
+    let cache = state.rest.schema(state).await?;
     let (schema, profiled) = profile(&cache, method, headers)?;
     let media = media(headers, matches!(target, Target::Root))?;
     let pairs = parse::pairs(uri.query().unwrap_or(""))?;
@@ -632,16 +633,21 @@ impl Request<'_> {
                             return Err(RestError::no_column(&relation.name, key));
                         }
                     }
+                    // The conflict columns are equal already: setting them would only need an
+                    // UPDATE privilege on the key that the caller may not have.
+                    let mut set: Vec<String> = columns
+                        .iter()
+                        .filter(|c| !keys.contains(c))
+                        .map(|c| format!("{0} = EXCLUDED.{0}", ident(c)))
+                        .collect();
+                    if set.is_empty() {
+                        set = keys.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+                    }
                     let keys: Vec<String> = keys.iter().map(|k| ident(k)).collect();
                     match resolution {
                         Resolution::IgnoreDuplicates => format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")),
                         Resolution::MergeDuplicates => {
-                            let set: Vec<String> = list.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-                            if set.is_empty() {
-                                format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
-                            } else {
-                                format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), set.join(", "))
-                            }
+                            format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), set.join(", "))
                         }
                     }
                 }

@@ -375,13 +375,18 @@ impl SharedCache {
     }
 
     /// Reloads whenever `NOTIFY pgrst` says so, reconnecting when the listener drops (and
-    /// reloading then, since a notification may have been missed). Runs until the process ends.
-    pub fn watch(&self, pool: PgPool) {
+    /// reloading then, since a notification may have been missed), until `stopping` turns true.
+    pub fn watch(&self, pool: PgPool, mut stopping: tokio::sync::watch::Receiver<bool>) {
         let cache = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = cache.listen(&pool).await {
-                    tracing::warn!(error = %e, "schema cache listener failed; reconnecting");
+                tokio::select! {
+                    result = cache.listen(&pool) => {
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "schema cache listener failed; reconnecting");
+                        }
+                    }
+                    _ = stopping.wait_for(|stop| *stop) => return,
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

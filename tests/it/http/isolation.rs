@@ -93,6 +93,41 @@ async fn users_never_see_each_others_data() {
         c.post(&rpc).bearer_auth(&a).json(&params).send().await.expect("request").json().await.expect("JSON body");
     assert!(!rows.is_empty(), "A through the RPC");
     assert!(rows[0]["chunk_content"].as_str().expect("test step").contains("pelican"));
+    // It is an RPC like any other: select and limit apply to its rows.
+    let rows: Vec<Value> = c
+        .post(format!("{rpc}?select=document_title,score:similarity_score&limit=1"))
+        .bearer_auth(&a)
+        .json(&params)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON body");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].as_object().expect("row").len(), 2, "{rows:?}");
+    // The checks of its former route hold: a zero vector has no similarity to report, and
+    // a limit out of range is the caller's error.
+    let zero = vec![0.0f32; embedding.len()];
+    let rows: Vec<Value> = c
+        .post(&rpc)
+        .bearer_auth(&a)
+        .json(&json!({ "p_user_id": alice, "p_query_embedding": zero, "p_similarity_threshold": 0.0 }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON body");
+    assert!(rows.is_empty(), "{rows:?}");
+    let response = c
+        .post(&rpc)
+        .bearer_auth(&a)
+        .json(&json!({ "p_user_id": alice, "p_query_embedding": embedding, "p_limit": 0 }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 400);
     // pgvector's text form is accepted too.
     let text = format!("[{}]", embedding.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","));
     let rows: Vec<Value> = c
