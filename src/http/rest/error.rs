@@ -66,14 +66,6 @@ impl RestError {
         RestError::new(StatusCode::BAD_REQUEST, "PGRST100", message).details(details)
     }
 
-    /// Names the parameter a parse error happened in.
-    pub fn at(mut self, what: &str) -> RestError {
-        if self.code == "PGRST100" && !what.is_empty() {
-            self.message = format!("failed to parse {what}");
-        }
-        self
-    }
-
     /// PGRST102: the body is not the JSON the request needs.
     pub fn body(details: impl Into<String>) -> RestError {
         RestError::new(StatusCode::BAD_REQUEST, "PGRST102", "Empty or invalid json").details(details.into())
@@ -234,6 +226,12 @@ impl IntoResponse for RestError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
         response
+    }
+}
+
+impl From<super::parse::ParseError> for RestError {
+    fn from(error: super::parse::ParseError) -> RestError {
+        RestError::parse(&error.what, &error.details)
     }
 }
 

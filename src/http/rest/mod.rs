@@ -403,7 +403,12 @@ impl Request<'_> {
         if *self.method == Method::GET
             && let Some(range) = self.headers.get(header::RANGE).and_then(|v| v.to_str().ok())
         {
-            let (from, count) = parse::range(range)?;
+            let (from, count) = parse::range(range).ok_or_else(|| {
+                RestError::new(StatusCode::RANGE_NOT_SATISFIABLE, "PGRST103", "Requested range not satisfiable")
+                    .details(
+                        "The lower boundary must be lower than or equal to the upper boundary in the Range header.",
+                    )
+            })?;
             if query.offset(&[]).is_none() {
                 offset = from;
             }

@@ -1,9 +1,30 @@
 //! The request grammar of PostgREST: the query string (`select`, filters, `or`/`and` trees,
 //! `order`, `limit`/`offset`, `on_conflict`, `columns`) and the `Prefer` and `Range` headers,
 //! parsed into typed values. Nothing here knows the schema: names are checked when the
-//! request is planned. Every refusal is a [`RestError::Parse`] (PGRST100).
+//! request is planned. Every refusal is a [`ParseError`], answered as PGRST100. The module
+//! depends on nothing but the standard library, so the fuzz target (`fuzz/`) builds it alone.
 
-use super::error::RestError;
+/// Why a parameter does not follow the grammar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The parameter or header, when known.
+    pub what: String,
+    pub details: String,
+}
+
+impl ParseError {
+    pub fn new(what: &str, details: &str) -> ParseError {
+        ParseError { what: what.to_owned(), details: details.to_owned() }
+    }
+
+    /// Names the parameter the error happened in.
+    pub fn at(mut self, what: &str) -> ParseError {
+        if !what.is_empty() {
+            self.what = what.to_owned();
+        }
+        self
+    }
+}
 
 /// A column, possibly followed by a JSON path (`data->a->>b`, `data->0`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +296,7 @@ impl Query {
 }
 
 /// Splits a raw query string into decoded `(key, value)` pairs (`+` is a space, as in forms).
-pub fn pairs(raw: &str) -> Result<Vec<(String, String)>, RestError> {
+pub fn pairs(raw: &str) -> Result<Vec<(String, String)>, ParseError> {
     raw.split('&')
         .filter(|part| !part.is_empty())
         .map(|part| {
@@ -285,7 +306,7 @@ pub fn pairs(raw: &str) -> Result<Vec<(String, String)>, RestError> {
         .collect()
 }
 
-fn decode(text: &str) -> Result<String, RestError> {
+fn decode(text: &str) -> Result<String, ParseError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -294,7 +315,7 @@ fn decode(text: &str) -> Result<String, RestError> {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
                 let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(byte.ok_or_else(|| RestError::parse("query string", "a % not followed by two hex digits"))?);
+                out.push(byte.ok_or_else(|| ParseError::new("query string", "a % not followed by two hex digits"))?);
                 i += 3;
             }
             b'+' => {
@@ -307,21 +328,21 @@ fn decode(text: &str) -> Result<String, RestError> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| RestError::parse("query string", "it is not UTF-8"))
+    String::from_utf8(out).map_err(|_| ParseError::new("query string", "it is not UTF-8"))
 }
 
 /// Parses the decoded query parameters of a request.
-pub fn query(pairs: &[(String, String)]) -> Result<Query, RestError> {
+pub fn query(pairs: &[(String, String)]) -> Result<Query, ParseError> {
     let mut query = Query::default();
     for (key, value) in pairs {
         if key.contains('\0') || value.contains('\0') {
-            return Err(RestError::parse(key, "NUL characters are not allowed"));
+            return Err(ParseError::new(key, "NUL characters are not allowed"));
         }
         let (path, last) = split_key(key);
         match last {
             "select" if path.is_empty() => {
                 if query.select.is_some() {
-                    return Err(RestError::parse("select", "select is given twice"));
+                    return Err(ParseError::new("select", "select is given twice"));
                 }
                 query.select = Some(select(value)?);
             }
@@ -366,12 +387,12 @@ fn split_key(key: &str) -> (EmbedPath, &str) {
     }
 }
 
-fn number(name: &str, value: &str) -> Result<u64, RestError> {
-    value.trim().parse().map_err(|_| RestError::parse(name, &format!("{value:?} is not a non-negative integer")))
+fn number(name: &str, value: &str) -> Result<u64, ParseError> {
+    value.trim().parse().map_err(|_| ParseError::new(name, &format!("{value:?} is not a non-negative integer")))
 }
 
 /// A comma-separated list of column names, each possibly double-quoted (`"a","b"`).
-fn names(what: &str, value: &str) -> Result<Vec<String>, RestError> {
+fn names(what: &str, value: &str) -> Result<Vec<String>, ParseError> {
     let mut cursor = Cursor::new(value);
     let mut names = Vec::new();
     loop {
@@ -389,7 +410,7 @@ fn names(what: &str, value: &str) -> Result<Vec<String>, RestError> {
 }
 
 /// Parses `select=`.
-pub fn select(value: &str) -> Result<Vec<SelectItem>, RestError> {
+pub fn select(value: &str) -> Result<Vec<SelectItem>, ParseError> {
     let mut cursor = Cursor::new(value);
     let items = select_items(&mut cursor).map_err(|e| e.at("select"))?;
     if !cursor.done() {
@@ -398,7 +419,7 @@ pub fn select(value: &str) -> Result<Vec<SelectItem>, RestError> {
     Ok(items)
 }
 
-fn select_items(cursor: &mut Cursor) -> Result<Vec<SelectItem>, RestError> {
+fn select_items(cursor: &mut Cursor) -> Result<Vec<SelectItem>, ParseError> {
     let mut items = Vec::new();
     loop {
         cursor.skip_spaces();
@@ -417,7 +438,7 @@ fn select_items(cursor: &mut Cursor) -> Result<Vec<SelectItem>, RestError> {
     }
 }
 
-fn select_item(cursor: &mut Cursor) -> Result<SelectItem, RestError> {
+fn select_item(cursor: &mut Cursor) -> Result<SelectItem, ParseError> {
     if cursor.eat('*') {
         return Ok(SelectItem::Star);
     }
@@ -439,7 +460,7 @@ fn select_item(cursor: &mut Cursor) -> Result<SelectItem, RestError> {
                 "inner" if join.is_none() => join = Some(JoinKind::Inner),
                 "left" if join.is_none() => join = Some(JoinKind::Left),
                 _ if hint.is_none() => hint = Some(word),
-                _ => return Err(RestError::parse("select", &format!("unexpected hint {word:?}"))),
+                _ => return Err(ParseError::new("select", &format!("unexpected hint {word:?}"))),
             }
         }
         if !cursor.eat('(') {
@@ -452,10 +473,10 @@ fn select_item(cursor: &mut Cursor) -> Result<SelectItem, RestError> {
         return Ok(SelectItem::Embed { alias, relation: name, hint, join, spread, items });
     }
     if spread {
-        return Err(RestError::parse("select", "only an embedded resource can be spread (`...rel(cols)`)"));
+        return Err(ParseError::new("select", "only an embedded resource can be spread (`...rel(cols)`)"));
     }
     if cursor.peek() == Some('.') {
-        return Err(RestError::parse("select", "aggregate functions are not enabled (PostgREST's default)"));
+        return Err(ParseError::new("select", "aggregate functions are not enabled (PostgREST's default)"));
     }
     let path = json_path(cursor)?;
     let cast = if cursor.eat_str("::") { Some(cast_type(cursor)?) } else { None };
@@ -464,19 +485,19 @@ fn select_item(cursor: &mut Cursor) -> Result<SelectItem, RestError> {
 
 /// A type name in a cast: letters, digits, `_` and spaces (`double precision`), optionally
 /// `[]`. Rendered as written, so nothing else may pass.
-fn cast_type(cursor: &mut Cursor) -> Result<String, RestError> {
+fn cast_type(cursor: &mut Cursor) -> Result<String, ParseError> {
     let mut name = cursor.take_while(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ');
     if cursor.eat_str("[]") {
         name.push_str("[]");
     }
     let trimmed = name.trim();
     if trimmed.is_empty() || !trimmed.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-        return Err(RestError::parse("select", "a cast needs a type name"));
+        return Err(ParseError::new("select", "a cast needs a type name"));
     }
     Ok(trimmed.to_owned())
 }
 
-fn json_path(cursor: &mut Cursor) -> Result<Vec<JsonStep>, RestError> {
+fn json_path(cursor: &mut Cursor) -> Result<Vec<JsonStep>, ParseError> {
     let mut path = Vec::new();
     loop {
         let text = if cursor.eat_str("->>") {
@@ -505,7 +526,7 @@ fn json_path(cursor: &mut Cursor) -> Result<Vec<JsonStep>, RestError> {
 }
 
 /// A field name with its JSON path, as it appears in a filter key or an order term.
-pub fn field(text: &str) -> Result<Field, RestError> {
+pub fn field(text: &str) -> Result<Field, ParseError> {
     let mut cursor = Cursor::new(text);
     let name = cursor.name()?;
     let path = json_path(&mut cursor)?;
@@ -516,22 +537,22 @@ pub fn field(text: &str) -> Result<Field, RestError> {
 }
 
 /// `[not.]op.value` for `field`.
-pub fn filter(field: Field, value: &str) -> Result<Filter, RestError> {
+pub fn filter(field: Field, value: &str) -> Result<Filter, ParseError> {
     let (negated, rest) = match value.strip_prefix("not.") {
         Some(rest) => (true, rest),
         None => (false, value),
     };
     let (op, operand) =
-        rest.split_once('.').ok_or_else(|| RestError::parse("filter", &format!("{value:?} has no operator")))?;
+        rest.split_once('.').ok_or_else(|| ParseError::new("filter", &format!("{value:?} has no operator")))?;
     Ok(Filter { field, negated, operation: operation(op, operand)? })
 }
 
-fn operation(op: &str, operand: &str) -> Result<Operation, RestError> {
+fn operation(op: &str, operand: &str) -> Result<Operation, ParseError> {
     // Full-text search: `fts`, `fts(config)`, and its plain/phrase/web forms.
     let (name, argument) = match op.split_once('(') {
         Some((name, rest)) => {
             let argument =
-                rest.strip_suffix(')').ok_or_else(|| RestError::parse("filter", &format!("unclosed ( in {op:?}")))?;
+                rest.strip_suffix(')').ok_or_else(|| ParseError::new("filter", &format!("unclosed ( in {op:?}")))?;
             (name, Some(argument))
         }
         None => (op, None),
@@ -555,7 +576,7 @@ fn operation(op: &str, operand: &str) -> Result<Operation, RestError> {
             "false" => IsValue::False,
             "unknown" => IsValue::Unknown,
             _ => {
-                return Err(RestError::parse(
+                return Err(ParseError::new(
                     "filter",
                     &format!("is takes null, not_null, true, false or unknown, not {operand:?}"),
                 ));
@@ -564,7 +585,7 @@ fn operation(op: &str, operand: &str) -> Result<Operation, RestError> {
         ("isdistinct", None) => Ok(Operation::IsDistinct(operand.to_owned())),
         (name, argument) => {
             let op = Operator::from_name(name)
-                .ok_or_else(|| RestError::parse("filter", &format!("unknown operator {name:?}")))?;
+                .ok_or_else(|| ParseError::new("filter", &format!("unknown operator {name:?}")))?;
             match argument {
                 None => Ok(Operation::Compare { op, value: operand.to_owned() }),
                 Some(q) if op.quantifiable() => {
@@ -572,12 +593,12 @@ fn operation(op: &str, operand: &str) -> Result<Operation, RestError> {
                         "any" => Quantifier::Any,
                         "all" => Quantifier::All,
                         _ => {
-                            return Err(RestError::parse("filter", &format!("{name}({q}) is neither (any) nor (all)")));
+                            return Err(ParseError::new("filter", &format!("{name}({q}) is neither (any) nor (all)")));
                         }
                     };
                     Ok(Operation::Quantified { op, quantifier, values: list(operand, '{', '}')? })
                 }
-                Some(_) => Err(RestError::parse("filter", &format!("{name} takes no (any) or (all)"))),
+                Some(_) => Err(ParseError::new("filter", &format!("{name} takes no (any) or (all)"))),
             }
         }
     }
@@ -585,11 +606,11 @@ fn operation(op: &str, operand: &str) -> Result<Operation, RestError> {
 
 /// `(a,"b,c",d)`: values separated by commas; a value in double quotes may hold commas,
 /// parentheses and `\"`.
-fn list(text: &str, open: char, close: char) -> Result<Vec<String>, RestError> {
+fn list(text: &str, open: char, close: char) -> Result<Vec<String>, ParseError> {
     let inner = text
         .strip_prefix(open)
         .and_then(|t| t.strip_suffix(close))
-        .ok_or_else(|| RestError::parse("filter", &format!("a list must be written {open}a,b{close}")))?;
+        .ok_or_else(|| ParseError::new("filter", &format!("a list must be written {open}a,b{close}")))?;
     let mut cursor = Cursor::new(inner);
     let mut values = Vec::new();
     if inner.trim().is_empty() {
@@ -608,7 +629,7 @@ fn list(text: &str, open: char, close: char) -> Result<Vec<String>, RestError> {
 }
 
 /// `(a.eq.1,or(b.gt.2,c.is.null),not.and(...))`.
-fn logic_tree(or: bool, negated: bool, value: &str) -> Result<Logic, RestError> {
+fn logic_tree(or: bool, negated: bool, value: &str) -> Result<Logic, ParseError> {
     let mut cursor = Cursor::new(value);
     let tree = logic_children(&mut cursor, or, negated)?;
     if !cursor.done() {
@@ -617,9 +638,9 @@ fn logic_tree(or: bool, negated: bool, value: &str) -> Result<Logic, RestError> 
     Ok(tree)
 }
 
-fn logic_children(cursor: &mut Cursor, or: bool, negated: bool) -> Result<Logic, RestError> {
+fn logic_children(cursor: &mut Cursor, or: bool, negated: bool) -> Result<Logic, ParseError> {
     if !cursor.eat('(') {
-        return Err(RestError::parse("logic", "a logic tree must be written (filter,filter,...)"));
+        return Err(ParseError::new("logic", "a logic tree must be written (filter,filter,...)"));
     }
     let mut children = Vec::new();
     loop {
@@ -636,7 +657,7 @@ fn logic_children(cursor: &mut Cursor, or: bool, negated: bool) -> Result<Logic,
     }
 }
 
-fn logic_item(cursor: &mut Cursor) -> Result<Logic, RestError> {
+fn logic_item(cursor: &mut Cursor) -> Result<Logic, ParseError> {
     for (prefix, or, negated) in
         [("not.or(", true, true), ("not.and(", false, true), ("or(", true, false), ("and(", false, false)]
     {
@@ -681,7 +702,7 @@ fn logic_item(cursor: &mut Cursor) -> Result<Logic, RestError> {
 }
 
 /// Parses `order=`.
-pub fn order(value: &str) -> Result<Vec<OrderTerm>, RestError> {
+pub fn order(value: &str) -> Result<Vec<OrderTerm>, ParseError> {
     let mut terms = Vec::new();
     for term in split_top_level(value) {
         let mut cursor = Cursor::new(term.trim());
@@ -694,7 +715,7 @@ pub fn order(value: &str) -> Result<Vec<OrderTerm>, RestError> {
                 "desc" => term.descending = true,
                 "nullsfirst" => term.nulls = Some(Nulls::First),
                 "nullslast" => term.nulls = Some(Nulls::Last),
-                other => return Err(RestError::parse("order", &format!("unexpected {other:?}"))),
+                other => return Err(ParseError::new("order", &format!("unexpected {other:?}"))),
             }
         }
         if !cursor.done() {
@@ -844,19 +865,17 @@ impl Preferences {
     }
 }
 
-/// `Range: 0-9` (items, inclusive), as an offset and an optional limit.
-pub fn range(value: &str) -> Result<(u64, Option<u64>), RestError> {
+/// `Range: 0-9` (items, inclusive), as an offset and an optional limit; `None` when the
+/// header is not a range or its lower bound exceeds its upper one.
+pub fn range(value: &str) -> Option<(u64, Option<u64>)> {
     let spec = value.trim().strip_prefix("items=").unwrap_or(value.trim());
-    let (from, to) = spec.split_once('-').ok_or_else(|| RestError::parse("Range", "expected from-to"))?;
-    let from: u64 = from.trim().parse().map_err(|_| RestError::parse("Range", "bad start"))?;
+    let (from, to) = spec.split_once('-')?;
+    let from: u64 = from.trim().parse().ok()?;
     if to.trim().is_empty() {
-        return Ok((from, None));
+        return Some((from, None));
     }
-    let to: u64 = to.trim().parse().map_err(|_| RestError::parse("Range", "bad end"))?;
-    if to < from {
-        return Err(RestError::range(from, None));
-    }
-    Ok((from, Some(to - from + 1)))
+    let to: u64 = to.trim().parse().ok()?;
+    (to >= from).then(|| (from, Some(to - from + 1)))
 }
 
 /// A character cursor over one parameter value.
@@ -909,8 +928,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn skip_spaces(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.advance(1);
+        while let Some(c) = self.peek().filter(|c| c.is_whitespace()) {
+            self.advance(c.len_utf8());
         }
     }
 
@@ -924,11 +943,11 @@ impl<'a> Cursor<'a> {
 
     /// A name: double-quoted (any characters, `""` or `\"` for a quote), or a run of
     /// characters other than the grammar's punctuation.
-    fn name(&mut self) -> Result<String, RestError> {
+    fn name(&mut self) -> Result<String, ParseError> {
         if self.peek() == Some('"') {
             let name = self.quoted()?;
             if name.is_empty() {
-                return Err(RestError::parse("name", "an empty quoted name"));
+                return Err(ParseError::new("name", "an empty quoted name"));
             }
             return Ok(name);
         }
@@ -950,17 +969,17 @@ impl<'a> Cursor<'a> {
         Ok(name)
     }
 
-    fn quoted(&mut self) -> Result<String, RestError> {
+    fn quoted(&mut self) -> Result<String, ParseError> {
         if !self.eat('"') {
             return Err(self.unexpected());
         }
         let mut out = String::new();
         loop {
             match self.peek() {
-                None => return Err(RestError::parse("value", "an unclosed double quote")),
+                None => return Err(ParseError::new("value", "an unclosed double quote")),
                 Some('\\') => {
                     self.advance(1);
-                    let c = self.peek().ok_or_else(|| RestError::parse("value", "a trailing backslash"))?;
+                    let c = self.peek().ok_or_else(|| ParseError::new("value", "a trailing backslash"))?;
                     out.push(c);
                     self.advance(c.len_utf8());
                 }
@@ -980,13 +999,13 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn unexpected(&self) -> RestError {
+    fn unexpected(&self) -> ParseError {
         match self.peek() {
-            Some(c) => RestError::parse(
+            Some(c) => ParseError::new(
                 "",
                 &format!("unexpected {c:?} at character {}", self.text[..self.at].chars().count() + 1),
             ),
-            None => RestError::parse("", "unexpected end of input"),
+            None => ParseError::new("", "unexpected end of input"),
         }
     }
 }
@@ -1080,6 +1099,8 @@ mod tests {
         assert!(matches!(&nested[1], SelectItem::Embed { items, .. } if matches!(&items[1], SelectItem::Embed { .. })));
         assert_eq!(select("\"my col\",x").expect("p")[0], col("my col"));
         assert_eq!(select("").expect("p"), vec![]);
+        // Found by the fuzzer: whitespace of more than one byte.
+        assert!(select("a,\u{85}b").is_ok());
     }
 
     #[test]
@@ -1238,7 +1259,7 @@ mod tests {
         ] {
             let result = pairs(qs).and_then(|p| query(&p));
             let error = result.expect_err(qs);
-            assert_eq!(error.code, "PGRST100", "{qs}: {error:?}");
+            assert!(!error.details.is_empty(), "{qs}: {error:?}");
         }
     }
 
@@ -1258,8 +1279,9 @@ mod tests {
 
     #[test]
     fn ranges_are_inclusive() {
-        assert_eq!(range("0-9").expect("r"), (0, Some(10)));
-        assert_eq!(range("items=5-").expect("r"), (5, None));
-        assert_eq!(range("5-4").expect_err("r").code, "PGRST103");
+        assert_eq!(range("0-9"), Some((0, Some(10))));
+        assert_eq!(range("items=5-"), Some((5, None)));
+        assert_eq!(range("5-4"), None);
+        assert_eq!(range("a-b"), None);
     }
 }
