@@ -1,5 +1,5 @@
 //! kb as an MCP server, driven by a real MCP client: the official TypeScript SDK
-//! (`tests/mcp/client.mjs`, installed by `scripts/mcp-client.sh`). sample_docs/ is ingested
+//! (`tests/mcp/client.mjs`, installed by `scripts/node-clients.sh`). sample_docs/ is ingested
 //! with the real model as the local owner (user A); the client then talks to the real
 //! `kb mcp` binary over stdio and to the real server's `/mcp` over Streamable HTTP, with A's
 //! token, B's token and none. The script asserts every step and exits non-zero on the first
@@ -34,7 +34,7 @@ fn client_script() -> PathBuf {
     );
     assert!(
         dir.join("node_modules/@modelcontextprotocol/sdk/package.json").exists(),
-        "the MCP TypeScript SDK is not installed in tests/mcp: run `bash scripts/mcp-client.sh` (npm ci), \
+        "the MCP TypeScript SDK is not installed in tests/mcp: run `bash scripts/node-clients.sh` (npm ci), \
          as scripts/test.sh does"
     );
     dir.join("client.mjs")
