@@ -299,8 +299,8 @@ impl Caller {
 }
 
 /// The token of a request: the bearer token if there is one, else the `apikey` header.
-pub(crate) fn token_of(parts: &Parts) -> Result<&str, ApiError> {
-    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+pub(crate) fn token_of(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| ApiError::InvalidToken("malformed Authorization header"))?;
         let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken("malformed Authorization header"))?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -308,7 +308,7 @@ pub(crate) fn token_of(parts: &Parts) -> Result<&str, ApiError> {
         }
         return Ok(token.trim());
     }
-    match parts.headers.get("apikey") {
+    match headers.get("apikey") {
         Some(value) => value.to_str().map_err(|_| ApiError::InvalidToken("malformed apikey header")),
         None => Err(ApiError::MissingToken),
     }
@@ -318,7 +318,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let caller = state.jwt.verify(token_of(parts)?)?;
+        let caller = state.jwt.verify(token_of(&parts.headers)?)?;
         if caller.role == Role::Anon {
             return Err(ApiError::Forbidden("the anon role cannot use this endpoint; sign in"));
         }

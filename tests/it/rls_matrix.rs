@@ -548,6 +548,17 @@ async fn attempt(pool: &PgPool, world: &World, case: &Case, caller: Caller, comm
 #[tokio::test]
 async fn every_table_command_and_caller_gets_exactly_the_access_of_its_kind() {
     let db = TestDb::new().await;
+    // Every company policy looks the caller's companies up once per statement (0020), none
+    // calls has_company_role per row.
+    let per_row: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_policy
+         WHERE coalesce(pg_get_expr(polqual, polrelid), '') || coalesce(pg_get_expr(polwithcheck, polrelid), '')
+               LIKE '%has_company_role(%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("policies");
+    assert_eq!(per_row, 0, "policies still calling has_company_role per row");
     let world = build_world(&db.pool).await;
     let mut checked = 0;
     let mut wrong = Vec::new();

@@ -86,8 +86,12 @@ pub enum Returns {
     Void,
     /// One value (or a set of them) of a type that has no columns.
     Scalar(String),
-    /// Rows with columns: a table's, a composite type's or the function's OUT parameters.
-    Rows(Vec<Column>),
+    /// Rows with columns: a table's, a composite type's or the function's OUT parameters;
+    /// `relation` names the table or view whose type the rows have.
+    Rows {
+        columns: Vec<Column>,
+        relation: Option<(String, String)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -312,12 +316,12 @@ async fn load_functions(
         let returns = if return_type == "void" {
             Returns::Void
         } else if let (Some(s), Some(t)) = (ret_schema, ret_table) {
-            match relations.get(&(s, t)) {
-                Some(relation) => Returns::Rows(relation.columns.clone()),
+            match relations.get(&(s.clone(), t.clone())) {
+                Some(relation) => Returns::Rows { columns: relation.columns.clone(), relation: Some((s, t)) },
                 None => Returns::Scalar(return_type),
             }
         } else if !out.is_empty() && return_type == "record" {
-            Returns::Rows(out)
+            Returns::Rows { columns: out, relation: None }
         } else {
             Returns::Scalar(return_type)
         };
