@@ -142,7 +142,11 @@ impl RestError {
 
     /// PGRST301 (401): the token does not verify. `WWW-Authenticate` says why.
     pub fn jwt(error: &ApiError) -> RestError {
-        let message = error.to_string();
+        // "JWT expired" is PostgREST's wording, which clients match to refresh their session.
+        let message = match error {
+            ApiError::TokenExpired => "JWT expired".to_owned(),
+            other => other.to_string(),
+        };
         let mut rest = RestError::new(StatusCode::UNAUTHORIZED, "PGRST301", message.clone());
         rest.authenticate =
             Some(format!("Bearer error=\"invalid_token\", error_description=\"{}\"", message.replace('"', "'")));

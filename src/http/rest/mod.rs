@@ -141,35 +141,38 @@ enum Media {
     OpenApi,
 }
 
-fn media(headers: &HeaderMap, root: bool) -> Result<Media, RestError> {
+/// The media type of the answer, and whether null-valued keys are stripped from its objects
+/// (`;nulls=stripped` on PostgREST's array and object types).
+fn media(headers: &HeaderMap, root: bool) -> Result<(Media, bool), RestError> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(if root { Media::OpenApi } else { Media::Json });
+        return Ok((if root { Media::OpenApi } else { Media::Json }, false));
     };
-    let mut ranges: Vec<(f32, &str)> = accept
+    let mut ranges: Vec<(f32, &str, bool)> = accept
         .split(',')
         .map(|range| {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or("");
-            let q = parts.filter_map(|p| p.strip_prefix("q=")).find_map(|q| q.parse().ok()).unwrap_or(1.0);
-            (q, media)
+            let params: Vec<&str> = parts.collect();
+            let q = params.iter().filter_map(|p| p.strip_prefix("q=")).find_map(|q| q.parse().ok()).unwrap_or(1.0);
+            (q, media, params.contains(&"nulls=stripped"))
         })
-        .filter(|(_, media)| !media.is_empty())
+        .filter(|(_, media, _)| !media.is_empty())
         .collect();
     ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (_, range) in &ranges {
+    for (_, range, stripped) in &ranges {
         let found = match *range {
-            "*/*" | "application/*" => Some(if root { Media::OpenApi } else { Media::Json }),
-            "application/json" => Some(if root { Media::OpenApi } else { Media::Json }),
+            "*/*" | "application/*" | "application/json" => Some(if root { Media::OpenApi } else { Media::Json }),
             "application/openapi+json" if root => Some(Media::OpenApi),
+            "application/vnd.pgrst.array+json" if !root => Some(Media::Json),
             "application/vnd.pgrst.object+json" | "application/vnd.pgrst.object" if !root => Some(Media::Object),
             "text/csv" if !root => Some(Media::Csv),
             _ => None,
         };
         if let Some(found) = found {
-            return Ok(found);
+            return Ok((found, *stripped && matches!(found, Media::Json | Media::Object)));
         }
     }
-    Err(RestError::accept(&ranges.iter().map(|(_, m)| *m).collect::<Vec<_>>().join(", ")))
+    Err(RestError::accept(&ranges.iter().map(|(_, m, _)| *m).collect::<Vec<_>>().join(", ")))
 }
 
 /// The schema a request addresses: its profile header's, else the first exposed one.
@@ -197,7 +200,7 @@ async fn respond(
     let caller = caller(state, headers)?;
     let cache = state.rest.schema(state).await?;
     let (schema, profiled) = profile(&cache, method, headers)?;
-    let media = media(headers, matches!(target, Target::Root))?;
+    let (media, strip_nulls) = media(headers, matches!(target, Target::Root))?;
     let pairs = parse::pairs(uri.query().unwrap_or(""))?;
     let prefs = Preferences::parse(headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()));
     if prefs.strict && !prefs.invalid.is_empty() {
@@ -219,7 +222,8 @@ async fn respond(
             RestError::body(e.body_text())
         }
     })?;
-    let request = Request { state, caller, method, uri, headers, cache: &cache, schema: &schema, media, prefs };
+    let request =
+        Request { state, caller, method, uri, headers, cache: &cache, schema: &schema, media, strip_nulls, prefs };
     let mut response = match target {
         Target::Root => {
             if !matches!(*method, Method::GET | Method::HEAD) {
@@ -289,6 +293,8 @@ struct Request<'a> {
     cache: &'a SchemaCache,
     schema: &'a str,
     media: Media,
+    /// `nulls=stripped`: objects lose their null-valued keys.
+    strip_nulls: bool,
     prefs: Preferences,
 }
 
@@ -387,10 +393,12 @@ impl Request<'_> {
     }
 
     fn body_shape(&self) -> Body {
-        match self.media {
-            Media::Object => Body::Object,
-            Media::Csv => Body::Csv,
-            Media::Json | Media::OpenApi => Body::Array,
+        match (self.media, self.strip_nulls) {
+            (Media::Object, false) => Body::Object,
+            (Media::Object, true) => Body::ObjectStripped,
+            (Media::Csv, _) => Body::Csv,
+            (Media::Json | Media::OpenApi, true) => Body::ArrayStripped,
+            (Media::Json | Media::OpenApi, false) => Body::Array,
         }
     }
 
@@ -447,7 +455,11 @@ impl Request<'_> {
             b.params = params.clone();
         }
         let read = sql::read(&mut b, self.cache, source, query, limit, offset)?;
-        let shape = if array == Body::Array { self.body_shape() } else { array };
+        let shape = match (array, self.body_shape()) {
+            (Body::Array, own) => own,
+            (Body::Object, Body::ArrayStripped | Body::ObjectStripped) => Body::ObjectStripped,
+            (given, _) => given,
+        };
         let exact = matches!(self.prefs.count, Some(Count::Exact));
         let statement = sql::wrap(with.as_ref().map(|(w, _)| *w), &read, exact, shape);
         let mut tx = self.begin(read_only).await?;
@@ -470,7 +482,7 @@ impl Request<'_> {
                 _ => answer.total,
             };
         }
-        if shape == Body::Object && answer.page != 1 {
+        if shape.is_object() && answer.page != 1 {
             return Err(RestError::singular(answer.page));
         }
         self.finish(tx).await?;
@@ -487,7 +499,14 @@ impl Request<'_> {
     fn body_response(&self, status: StatusCode, body: String, shape: Body) -> Response {
         let content_type = match shape {
             Body::Csv => "text/csv; charset=utf-8",
-            Body::Object if self.media == Media::Object => "application/vnd.pgrst.object+json; charset=utf-8",
+            Body::Object | Body::ObjectStripped if self.media == Media::Object => {
+                if self.strip_nulls {
+                    "application/vnd.pgrst.object+json; nulls=stripped; charset=utf-8"
+                } else {
+                    "application/vnd.pgrst.object+json; charset=utf-8"
+                }
+            }
+            Body::ArrayStripped => "application/vnd.pgrst.array+json; nulls=stripped; charset=utf-8",
             _ => "application/json; charset=utf-8",
         };
         let mut response = (status, body).into_response();
@@ -760,7 +779,7 @@ impl Request<'_> {
                 let shape = self.body_shape();
                 let text = sql::wrap(Some(&with), &read, false, shape);
                 let answer = self.fetch(&mut tx, &text, &b.params).await?;
-                if shape == Body::Object && answer.page != 1 {
+                if shape.is_object() && answer.page != 1 {
                     return Err(RestError::singular(answer.page));
                 }
                 (answer.page, answer.body)

@@ -52,11 +52,21 @@ pub enum Body {
     Array,
     /// The one row as a JSON object (`null` when there is none; the caller checks the count).
     Object,
+    /// `Array` and `Object` without the null-valued keys (`nulls=stripped`).
+    ArrayStripped,
+    ObjectStripped,
     Csv,
     /// A function's scalar results, as an array.
     ScalarArray,
     /// A function's one scalar result.
     Scalar,
+}
+
+impl Body {
+    /// Whether the answer is one object, so the request fails unless there is one row.
+    pub fn is_object(self) -> bool {
+        matches!(self, Body::Object | Body::ObjectStripped)
+    }
 }
 
 /// What a read selects from: a table or view, or the rows of an earlier CTE.
@@ -145,6 +155,8 @@ pub fn wrap(with: Option<&str>, read: &Read, count: bool, body: Body) -> String 
     let body = match body {
         Body::Array => "coalesce(json_agg(_pgrst_t), '[]')::text".to_owned(),
         Body::Object => "coalesce(json_agg(_pgrst_t)->0, 'null')::text".to_owned(),
+        Body::ArrayStripped => "coalesce(json_strip_nulls(json_agg(_pgrst_t)), '[]')::text".to_owned(),
+        Body::ObjectStripped => "coalesce(json_strip_nulls(json_agg(_pgrst_t)->0), 'null')::text".to_owned(),
         Body::Csv => "coalesce((SELECT string_agg(k, ',') FROM json_object_keys((array_agg(row_to_json(_pgrst_t)))[1]) AS k), '') \
                       || E'\\n' || coalesce(string_agg(substring(_pgrst_t::text, 2, length(_pgrst_t::text) - 2), E'\\n'), '')"
             .to_owned(),

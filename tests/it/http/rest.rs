@@ -249,6 +249,34 @@ async fn reads_filter_order_embed_count_and_stay_within_the_callers_rows() {
     assert_eq!(response.status(), 401);
     assert!(header(&response, "www-authenticate").starts_with("Bearer error=\"invalid_token\""));
     assert_eq!(json_of(response).await.1["code"], "PGRST301");
+    let past = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 3600;
+    let claims = json!({ "sub": uuid::Uuid::new_v4(), "role": "authenticated", "exp": past });
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(super::SECRET),
+    )
+    .expect("token");
+    let response = server.client.get(server.url("/rest/v1/leads")).bearer_auth(&expired).send().await.expect("expired");
+    assert_eq!(
+        header(&response, "www-authenticate"),
+        "Bearer error=\"invalid_token\", error_description=\"JWT expired\""
+    );
+    assert_eq!(json_of(response).await.1["message"], "JWT expired");
+
+    // nulls=stripped drops the null-valued keys.
+    let response = rest(&server, Method::GET, "/leads?select=first_name,email&first_name=eq.Cy", &a)
+        .header("Accept", "application/vnd.pgrst.array+json;nulls=stripped")
+        .send()
+        .await
+        .expect("stripped");
+    assert_eq!(json_of(response).await.1, json!([{ "first_name": "Cy" }]));
+    let response = rest(&server, Method::GET, "/leads?select=first_name,email&first_name=eq.Cy", &a)
+        .header("Accept", "application/vnd.pgrst.object+json;nulls=stripped")
+        .send()
+        .await
+        .expect("stripped");
+    assert_eq!(json_of(response).await.1, json!({ "first_name": "Cy" }));
 }
 
 #[tokio::test]
