@@ -40,6 +40,9 @@ pub struct Claims {
     pub aud: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// Every other claim (email, app_metadata, ...), kept for `request.jwt.claims`.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A public key of the JWKS, with the one algorithm it verifies.
@@ -150,12 +153,18 @@ impl JwtKeys {
             iat: Some(now),
             aud: Some(serde_json::Value::String(audience)),
             iss: self.issuer.clone(),
+            other: serde_json::Map::new(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
     /// The caller a token proves, or why it proves nothing.
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        self.verify_claims(token).map(|(caller, _)| caller)
+    }
+
+    /// The caller a token proves and all of its claims (as `request.jwt.claims` holds them).
+    pub fn verify_claims(&self, token: &str) -> Result<(Caller, Claims), ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken("malformed token"))?;
         let claims = match header.alg {
             Algorithm::HS256 => self.decode(token, &self.secret, Algorithm::HS256)?,
@@ -196,7 +205,7 @@ impl JwtKeys {
             (Role::Authenticated, None) => return Err(ApiError::InvalidToken("sub is missing")),
             (Role::Anon | Role::ServiceRole, None) => Uuid::nil(),
         };
-        Ok(Caller { user, role })
+        Ok((Caller { user, role }, claims))
     }
 
     fn decode(&self, token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<Claims, ApiError> {

@@ -123,11 +123,18 @@ fn target(path: &str) -> Result<Target<'_>, RestError> {
     }
 }
 
-/// The caller of a request: its token's, or `anon` without one.
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, RestError> {
+/// The caller of a request and its claims: its token's, or `anon` without one.
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Caller, Value), RestError> {
     match token_of(headers) {
-        Ok(token) => state.jwt.verify(token).map_err(|e| RestError::jwt(&e)),
-        Err(crate::http::error::ApiError::MissingToken) => Ok(Caller { user: Uuid::nil(), role: Role::Anon }),
+        Ok(token) => {
+            let (caller, claims) = state.jwt.verify_claims(token).map_err(|e| RestError::jwt(&e))?;
+            let claims =
+                serde_json::to_value(claims).map_err(|_| RestError::parse("token", "its claims are not JSON"))?;
+            Ok((caller, claims))
+        }
+        Err(crate::http::error::ApiError::MissingToken) => {
+            Ok((Caller { user: Uuid::nil(), role: Role::Anon }, serde_json::json!({ "role": "anon" })))
+        }
         Err(e) => Err(RestError::jwt(&e)),
     }
 }
@@ -197,7 +204,7 @@ async fn respond(
     if *method == Method::OPTIONS {
         return Ok(preflight(&target));
     }
-    let caller = caller(state, headers)?;
+    let (caller, claims) = caller(state, headers)?;
     let cache = state.rest.schema(state).await?;
     let (schema, profiled) = profile(&cache, method, headers)?;
     let (media, strip_nulls) = media(headers, matches!(target, Target::Root))?;
@@ -222,8 +229,19 @@ async fn respond(
             RestError::body(e.body_text())
         }
     })?;
-    let request =
-        Request { state, caller, method, uri, headers, cache: &cache, schema: &schema, media, strip_nulls, prefs };
+    let request = Request {
+        state,
+        caller,
+        claims,
+        method,
+        uri,
+        headers,
+        cache: &cache,
+        schema: &schema,
+        media,
+        strip_nulls,
+        prefs,
+    };
     let mut response = match target {
         Target::Root => {
             if !matches!(*method, Method::GET | Method::HEAD) {
@@ -287,6 +305,8 @@ fn preflight(target: &Target) -> Response {
 struct Request<'a> {
     state: &'a AppState,
     caller: Caller,
+    /// The token's claims, all of them (`request.jwt.claims`, read by `auth.jwt()`).
+    claims: Value,
     method: &'a Method,
     uri: &'a Uri,
     headers: &'a HeaderMap,
@@ -319,10 +339,6 @@ impl Request<'_> {
         let pool = &self.state.pool;
         let begin = if read_only { pool.begin_with("BEGIN READ ONLY").await } else { pool.begin().await };
         let mut tx = begin.map_err(|e| self.db(e))?;
-        let claims = match self.caller.role {
-            Role::Anon => serde_json::json!({ "role": "anon" }),
-            role => serde_json::json!({ "sub": self.caller.user, "role": role.as_str() }),
-        };
         let request_headers: Map<String, Value> = self
             .headers
             .iter()
@@ -339,7 +355,7 @@ impl Request<'_> {
                     set_config('request.headers', $5, true), set_config('statement_timeout', $6, true)",
         )
         .bind(self.caller.role.as_str())
-        .bind(claims.to_string())
+        .bind(self.claims.to_string())
         .bind(self.method.as_str())
         .bind(path)
         .bind(Value::Object(request_headers).to_string())

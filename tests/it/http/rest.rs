@@ -444,6 +444,10 @@ async fn functions_are_called_by_argument_names_and_the_schema_reloads_on_notify
          CREATE FUNCTION public.rest_add(a TEXT, b TEXT) RETURNS TEXT LANGUAGE sql IMMUTABLE AS $$ SELECT a || b $$;
          CREATE FUNCTION public.rest_echo(payload JSONB) RETURNS JSONB LANGUAGE sql IMMUTABLE AS $$ SELECT payload $$;
          CREATE FUNCTION public.rest_touch() RETURNS VOID LANGUAGE sql AS $$ INSERT INTO public.rest_numbers VALUES (99, 'touched') $$;
+         CREATE FUNCTION public.rest_whoami() RETURNS JSONB LANGUAGE sql STABLE AS
+           $$ SELECT jsonb_build_object('email', auth.jwt() ->> 'email', 'uid', auth.uid(), 'role', current_user,
+                'method', current_setting('request.method'), 'path', current_setting('request.path'),
+                'header', current_setting('request.headers')::jsonb ->> 'x-test') $$;
          CREATE FUNCTION public.rest_fail() RETURNS VOID LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'teapot' USING ERRCODE = 'PT418'; END $$;",
     )
     .execute(&server.admin)
@@ -500,6 +504,24 @@ async fn functions_are_called_by_argument_names_and_the_schema_reloads_on_notify
     assert_eq!((status.as_u16(), error["message"].as_str()), (418, Some("teapot")));
     let response = rest(&server, Method::PATCH, "/rpc/rest_touch", &a).send().await.expect("patch rpc");
     assert_eq!(json_of(response).await.1["code"], "PGRST101");
+
+    // The function sees the request as PostgREST sets it up: every claim of the token, the
+    // role, the method, the path and the lower-cased headers.
+    let user = uuid::Uuid::new_v4();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
+    let claims = json!({ "sub": user, "role": "authenticated", "exp": exp, "email": "who@rest.test" });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(super::SECRET),
+    )
+    .expect("token");
+    let response =
+        rest(&server, Method::GET, "/rpc/rest_whoami", &token).header("X-Test", "yes").send().await.expect("whoami");
+    assert_eq!(
+        json_of(response).await.1,
+        json!({ "email": "who@rest.test", "uid": user, "role": "authenticated", "method": "GET", "path": "/rpc/rest_whoami", "header": "yes" })
+    );
 
     // The OpenAPI document follows the caller's privileges.
     let (_, doc) = get(&server, "/", &a).await;
