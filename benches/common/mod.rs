@@ -140,6 +140,17 @@ pub async fn sample_embeddings(embedder: &dyn kb::embed::Embedder) -> Vec<Vec<f3
 /// Writes `rows` synthetic chunks (mixes of real embeddings plus noise) as ready documents,
 /// builds the ivfflat index and analyzes; returns the seconds the writes took.
 pub async fn load_corpus(db: &BenchDb, model: &str, base: &[Vec<f32>], rows: usize) -> f64 {
+    load_corpus_with(db, model, base, rows, |i, (a, b, c)| format!("synthetic chunk {i} mixing {a}, {b} and {c}")).await
+}
+
+/// `load_corpus` with each chunk's text from `content(row, the three base vectors mixed)`.
+pub async fn load_corpus_with(
+    db: &BenchDb,
+    model: &str,
+    base: &[Vec<f32>],
+    rows: usize,
+    content: impl Fn(usize, (usize, usize, usize)) -> String,
+) -> f64 {
     let dims = base[0].len();
     let mut noise = Noise(0x2545_F491_4F6C_DD1D);
     let per_doc = 10_000;
@@ -158,7 +169,7 @@ pub async fn load_corpus(db: &BenchDb, model: &str, base: &[Vec<f32>], rows: usi
                 v.iter_mut().for_each(|x| *x /= norm);
                 NewChunk {
                     chunk_index: i as i32,
-                    content: format!("synthetic chunk {} mixing {a}, {b} and {c}", written + i),
+                    content: content(written + i, (a, b, c)),
                     content_hash: format!("{:064x}", written + i),
                     token_count: 200,
                     embedding: Vector::from(v),

@@ -276,6 +276,20 @@ async fn another_users_chunks_are_never_returned_nor_counted() {
     .await
     .expect("named");
     assert_eq!(named, 0);
+    // The scoring function runs with its owner's rights (to use the full-text index under
+    // row level security) but scores only buckets the caller may read: Bob's, asked for
+    // directly by Alice, score nothing.
+    let direct: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.knowledge_bm25('index', ARRAY[$1, $2]::uuid[], $3, '{english}', '{zebra}',
+                                                  1000, 1.2, 0.75, 100, 'zebra'::tsquery, NULL)",
+    )
+    .bind(b.id)
+    .bind(a.id)
+    .bind(MODEL)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("direct");
+    assert_eq!(direct, 1, "only Alice's one zebra chunk");
     // Nor can Alice write statistics.
     let write = sqlx::query("UPDATE public.knowledge_lexical_terms SET doc_freq = 1000").execute(&mut *tx).await;
     assert!(write.is_err(), "statistics are written by the triggers only");
