@@ -200,6 +200,9 @@ pub fn status_of(code: &str, anonymous: bool) -> StatusCode {
         "23503" | "23505" => return StatusCode::CONFLICT,
         "25006" => return StatusCode::METHOD_NOT_ALLOWED,
         "P0001" => return StatusCode::BAD_REQUEST,
+        // Not PostgREST's (it answers P0* with 500): kb's own functions raise no_data_found
+        // for a row that does not exist, which is the caller's 404.
+        "P0002" => return StatusCode::NOT_FOUND,
         "42883" | "42P01" => return StatusCode::NOT_FOUND,
         "42P17" => return StatusCode::INTERNAL_SERVER_ERROR,
         "42501" => return if anonymous { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN },
@@ -259,6 +262,7 @@ mod tests {
             ("42P01", false, 404),
             ("42883", false, 404),
             ("P0001", false, 400),
+            ("P0002", false, 404),
             ("PT418", false, 418),
             ("25006", false, 405),
             ("08006", false, 503),

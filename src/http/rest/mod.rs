@@ -256,6 +256,20 @@ async fn respond(
         }
         Target::Relation(name) => {
             let relation = cache.relation(&schema, name).ok_or_else(|| RestError::no_table(&schema, name))?;
+            let needs = match *method {
+                Method::POST => schema::INSERTABLE,
+                Method::PATCH => schema::UPDATABLE,
+                Method::DELETE => schema::DELETABLE,
+                _ => 0,
+            };
+            if relation.writable & needs != needs {
+                return Err(RestError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "PGRST117",
+                    format!("Unsupported HTTP method: {method}"),
+                )
+                .details(format!("'{schema}.{name}' is a view that cannot take this write")));
+            }
             match *method {
                 Method::GET | Method::HEAD => request.read(relation, &pairs).await?,
                 Method::POST => request.insert(relation, &pairs, &body).await?,
@@ -938,6 +952,7 @@ impl Request<'_> {
                     unique: Vec::new(),
                     comment: None,
                     roles: Vec::new(),
+                    writable: 0,
                 };
                 let relation = own.unwrap_or(&pseudo);
                 let with = format!("SELECT pgrst_call.* FROM {from_args}{call} AS pgrst_call");

@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
 
-use super::schema::{Column, Returns, SchemaCache};
+use super::schema::{Column, DELETABLE, INSERTABLE, Returns, SchemaCache, UPDATABLE};
 
 /// JSON Schema type and format of a PostgreSQL type.
 fn json_type(type_name: &str) -> (&'static str, Option<&str>) {
@@ -50,6 +50,24 @@ fn property(column: &Column) -> Value {
 /// The document as `role` sees it: only what it has privileges on (PostgREST's default
 /// `openapi-mode`, follow-privileges).
 pub fn document(cache: &SchemaCache, schema: &str, role: &str, headers: &HeaderMap) -> Value {
+    let mut document = build(cache, schema, role, headers);
+    drop_nulls(&mut document);
+    document
+}
+
+/// Removes keys whose value is null (an absent comment): OpenAPI wants them absent.
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+fn build(cache: &SchemaCache, schema: &str, role: &str, headers: &HeaderMap) -> Value {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let mut paths = Map::new();
     let mut definitions = Map::new();
@@ -86,18 +104,22 @@ pub fn document(cache: &SchemaCache, schema: &str, role: &str, headers: &HeaderM
                 "responses": { "200": { "description": "OK", "schema": { "type": "array", "items": reference } },
                                "206": { "description": "Partial Content" } } }),
         );
-        if matches!(relation.kind, 'r' | 'p' | 'v' | 'f') {
+        if relation.writable & INSERTABLE != 0 {
             item.insert(
                 "post".into(),
                 json!({ "tags": [name], "parameters": [body, { "$ref": "#/parameters/select" }, { "$ref": "#/parameters/preferPost" }],
                     "responses": { "201": { "description": "Created" } } }),
             );
+        }
+        if relation.writable & UPDATABLE != 0 {
             let mut write_parameters = vec![body.clone(), json!({ "$ref": "#/parameters/preferReturn" })];
             write_parameters.extend(filters.iter().cloned());
             item.insert(
                 "patch".into(),
                 json!({ "tags": [name], "parameters": write_parameters, "responses": { "204": { "description": "No Content" } } }),
             );
+        }
+        if relation.writable & DELETABLE != 0 {
             let mut delete_parameters = vec![json!({ "$ref": "#/parameters/preferReturn" })];
             delete_parameters.extend(filters);
             item.insert(

@@ -46,7 +46,15 @@ pub struct Relation {
     pub comment: Option<String>,
     /// The API roles with any privilege on it (the OpenAPI document shows each role its own).
     pub roles: Vec<String>,
+    /// `pg_relation_is_updatable`'s bits: 8 insert, 4 update, 16 delete (a view that is not
+    /// automatically updatable and has no rules or triggers takes no writes).
+    pub writable: i32,
 }
+
+/// The `writable` bits of each command.
+pub const INSERTABLE: i32 = 8;
+pub const UPDATABLE: i32 = 4;
+pub const DELETABLE: i32 = 16;
 
 impl Relation {
     pub fn column(&self, name: &str) -> Option<&Column> {
@@ -134,12 +142,13 @@ impl SchemaCache {
     pub async fn load(pool: &PgPool, schemas: &[String]) -> Result<SchemaCache, sqlx::Error> {
         let mut conn = pool.acquire().await?;
         let mut relations: HashMap<(String, String), Relation> = HashMap::new();
-        type RelationRow = (String, String, String, Option<String>, Vec<String>);
+        type RelationRow = (String, String, String, Option<String>, Vec<String>, i32);
         let rows: Vec<RelationRow> = sqlx::query_as(
             "SELECT n.nspname::text, c.relname::text, c.relkind::text, obj_description(c.oid, 'pg_class'),
                     array(SELECT r FROM unnest(ARRAY['anon', 'authenticated', 'service_role']) r
                           WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)
-                            AND has_table_privilege(r, c.oid, 'SELECT, INSERT, UPDATE, DELETE'))
+                            AND has_table_privilege(r, c.oid, 'SELECT, INSERT, UPDATE, DELETE')),
+                    pg_relation_is_updatable(c.oid, true)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
                 OR c.oid IN (SELECT t.typrelid FROM pg_proc p JOIN pg_type t ON t.oid = p.prorettype
@@ -148,7 +157,7 @@ impl SchemaCache {
         .bind(schemas)
         .fetch_all(&mut *conn)
         .await?;
-        for (schema, name, kind, comment, roles) in rows {
+        for (schema, name, kind, comment, roles, writable) in rows {
             let kind = kind.chars().next().unwrap_or('r');
             let relation = Relation {
                 schema: schema.clone(),
@@ -159,6 +168,7 @@ impl SchemaCache {
                 unique: Vec::new(),
                 comment,
                 roles,
+                writable,
             };
             relations.insert((schema, name), relation);
         }

@@ -230,3 +230,60 @@ async fn the_server_answers_as_its_openapi_document_says() {
     .expect("count");
     assert_eq!(left, 0, "DELETE /v1/buckets/{{id}} and DELETE /v1/documents/{{id}} deleted their resources");
 }
+
+/// `/rest/v1` against the OpenAPI document it serves at `/rest/v1/`: generated requests to
+/// every table, view and function of the schema (about 400 operations), as a user with a
+/// company of its own, and never a 5xx. (The document describes PostgREST's looser contract,
+/// so only server errors are checked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_api_answers_generated_requests_to_every_operation_without_a_server_error() {
+    let schemathesis = schemathesis();
+    let server = TestServer::start(Setup::fake()).await;
+    let (_, token) = server.user("rest-openapi@example.com").await;
+    let response = server
+        .client
+        .post(server.url("/rest/v1/companies"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": "Fuzzed" }))
+        .send()
+        .await
+        .expect("company");
+    assert_eq!(response.status(), 201);
+    let document: Value = server
+        .client
+        .get(server.url("/rest/v1/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET /rest/v1/")
+        .json()
+        .await
+        .expect("JSON");
+    let operations = operations(&document).len();
+    assert!(operations > 300, "the document covers the schema: {operations} operations");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let schema = dir.path().join("rest.json");
+    std::fs::write(&schema, document.to_string()).expect("write the document");
+    let started = Instant::now();
+    let run = tokio::process::Command::new(&schemathesis)
+        .arg("run")
+        .arg(&schema)
+        .args(["--url", &server.url("/rest/v1")])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", "not_a_server_error"])
+        .args(["--phases", "fuzzing", "--max-examples", "3"])
+        // One worker, for the reason given above.
+        .args(["--workers", "1", "--request-timeout", "20", "--no-color"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(TIME_LIMIT, run)
+        .await
+        .unwrap_or_else(|_| panic!("schemathesis ran longer than {TIME_LIMIT:?}"))
+        .expect("schemathesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    println!("schemathesis took {:.1} s over {operations} operations", started.elapsed().as_secs_f64());
+    assert!(output.status.success(), "schemathesis found server errors ({}): see its output above", output.status);
+}
