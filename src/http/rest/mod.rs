@@ -394,7 +394,7 @@ impl Request<'_> {
         params: &[Param],
     ) -> Result<Answer, RestError> {
         let row: (Option<i64>, i64, Option<String>) =
-            bind(sqlx::query_as(text), params).fetch_one(&mut **tx).await.map_err(|e| self.db(e))?;
+            sqlx::query_as_with(text, arguments(params)?).fetch_one(&mut **tx).await.map_err(|e| self.db(e))?;
         Ok(Answer { total: row.0, page: row.1, body: row.2 })
     }
 
@@ -404,7 +404,7 @@ impl Request<'_> {
         text: &str,
         params: &[Param],
     ) -> Result<u64, RestError> {
-        let done = bind_query(sqlx::query(text), params).execute(&mut **tx).await.map_err(|e| self.db(e))?;
+        let done = sqlx::query_with(text, arguments(params)?).execute(&mut **tx).await.map_err(|e| self.db(e))?;
         Ok(done.rows_affected())
     }
 
@@ -415,7 +415,7 @@ impl Request<'_> {
         count: &str,
         params: &[Param],
     ) -> Result<i64, RestError> {
-        let plan: (Value,) = bind(sqlx::query_as(&format!("EXPLAIN (FORMAT JSON) {count}")), params)
+        let plan: (Value,) = sqlx::query_as_with(&format!("EXPLAIN (FORMAT JSON) {count}"), arguments(params)?)
             .fetch_one(&mut **tx)
             .await
             .map_err(|e| self.db(e))?;
@@ -503,11 +503,12 @@ impl Request<'_> {
                     let planned = self.planned(&mut tx, &read.count, &b.params).await?;
                     match self.state.rest.max_rows {
                         Some(max) if planned > max as i64 => Some(planned),
+                        // Below the row limit the exact count is cheap: run the count alone.
                         _ => Some(
-                            self.fetch(&mut tx, &sql::wrap(None, &read, true, Body::Array), &b.params)
-                                .await?
-                                .total
-                                .unwrap_or(0),
+                            sqlx::query_scalar_with(&read.count, arguments(&b.params)?)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(|e| self.db(e))?,
                         ),
                     }
                 }
@@ -608,29 +609,18 @@ fn insert(response: &mut Response, name: HeaderName, value: &str) {
     }
 }
 
-type PgQueryAs<'q, T> = sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>;
-
-fn bind<'q, T>(mut query: PgQueryAs<'q, T>, params: &'q [Param]) -> PgQueryAs<'q, T> {
+/// The statement's parameters, bound in order.
+fn arguments(params: &[Param]) -> Result<sqlx::postgres::PgArguments, RestError> {
+    use sqlx::Arguments;
+    let mut arguments = sqlx::postgres::PgArguments::default();
     for param in params {
-        query = match param {
-            Param::Text(text) => query.bind(text.as_str()),
-            Param::Texts(texts) => query.bind(texts.as_slice()),
+        let added = match param {
+            Param::Text(text) => arguments.add(text.as_str()),
+            Param::Texts(texts) => arguments.add(texts.as_slice()),
         };
+        added.map_err(|e| RestError::database(sqlx::Error::Encode(e), false))?;
     }
-    query
-}
-
-fn bind_query<'q>(
-    mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    params: &'q [Param],
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    for param in params {
-        query = match param {
-            Param::Text(text) => query.bind(text.as_str()),
-            Param::Texts(texts) => query.bind(texts.as_slice()),
-        };
-    }
-    query
+    Ok(arguments)
 }
 
 #[cfg(test)]
