@@ -66,6 +66,16 @@ BEGIN
 END;
 $$;
 
+-- The set form of "the row's company is one where the caller holds one of p_roles", as
+-- policy text over column p_column (the generators below write it directly).
+CREATE FUNCTION kb_private.company_in(p_column TEXT, p_roles public.app_role[])
+RETURNS TEXT
+LANGUAGE sql
+IMMUTABLE
+AS $$
+  SELECT format('(%s = ANY ((SELECT public.company_ids_with_role(%L::public.app_role[]))::uuid[]))', p_column, p_roles);
+$$;
+
 -- Later migrations' policies take the same form.
 CREATE OR REPLACE FUNCTION kb_private.company_policies(
   p_table REGCLASS,
@@ -86,15 +96,11 @@ DECLARE
   v_write TEXT;
   v_insert TEXT;
 BEGIN
-  v_read := format('%s OR public.has_company_role(company_id, %L::public.app_role[])', v_personal, p_read);
-  v_write := format(
-    '%s OR public.has_company_role(company_id, %L::public.app_role[]) OR (%I = (select auth.uid()) AND public.has_company_role(company_id, %L::public.app_role[]))',
-    v_personal, p_write_all, p_creator, p_write_own);
-  v_insert := format('%I = (select auth.uid()) AND (%s OR public.has_company_role(company_id, %L::public.app_role[]))',
-    p_creator, v_personal, p_write_all || p_write_own);
-  v_read := kb_private.company_set_expr(v_read);
-  v_write := kb_private.company_set_expr(v_write);
-  v_insert := kb_private.company_set_expr(v_insert);
+  v_read := format('%s OR %s', v_personal, kb_private.company_in('company_id', p_read));
+  v_write := format('%s OR %s OR (%I = (select auth.uid()) AND %s)',
+    v_personal, kb_private.company_in('company_id', p_write_all), p_creator, kb_private.company_in('company_id', p_write_own));
+  v_insert := format('%I = (select auth.uid()) AND (%s OR %s)',
+    p_creator, v_personal, kb_private.company_in('company_id', p_write_all || p_write_own));
   EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
   EXECUTE format('CREATE POLICY %I ON %s FOR SELECT TO authenticated USING (%s)', v_name || '_select', p_table, v_read);
   EXECUTE format('CREATE POLICY %I ON %s FOR INSERT TO authenticated WITH CHECK (%s)', v_name || '_insert', p_table, v_insert);
@@ -125,9 +131,9 @@ DECLARE
   v_write TEXT;
 BEGIN
   v_read := format('EXISTS (SELECT 1 FROM %s p WHERE p.id = %I)', p_parent, p_fk);
-  v_write := kb_private.company_set_expr(format(
-    'EXISTS (SELECT 1 FROM %s p WHERE p.id = %I AND ((p.company_id IS NULL AND p.created_by = (select auth.uid())) OR public.has_company_role(p.company_id, %L::public.app_role[]) OR (p.created_by = (select auth.uid()) AND public.has_company_role(p.company_id, %L::public.app_role[]))))',
-    p_parent, p_fk, p_write_all, p_write_own));
+  v_write := format(
+    'EXISTS (SELECT 1 FROM %s p WHERE p.id = %I AND ((p.company_id IS NULL AND p.created_by = (select auth.uid())) OR %s OR (p.created_by = (select auth.uid()) AND %s)))',
+    p_parent, p_fk, kb_private.company_in('p.company_id', p_write_all), kb_private.company_in('p.company_id', p_write_own));
   EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
   EXECUTE format('CREATE POLICY %I ON %s FOR SELECT TO authenticated USING (%s)', v_name || '_select', p_table, v_read);
   EXECUTE format('CREATE POLICY %I ON %s FOR INSERT TO authenticated WITH CHECK (%s)', v_name || '_insert', p_table, v_write);
