@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kb::chunk::Tokenizer;
 use kb::cluster::Cluster;
@@ -33,16 +33,49 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let cluster = test_cluster();
-        let admin_url = cluster.ensure_running("postgres").await.expect("cluster running");
-        let name = format!("kb_test_{}", Uuid::new_v4().simple());
-        let admin = store::connect(&admin_url, 1).await.expect("connect to postgres db");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
-        admin.close().await;
-        let url = cluster.database_url(&name);
+        let url = empty_database().await;
         let pool = store::connect(&url, 8).await.expect("connect to test db");
         store::migrate(&pool).await.expect("migrations");
         TestDb { pool, url }
+    }
+}
+
+/// Test databases are named `kb_test_<unix seconds>_<random>`; the first test of each run
+/// drops those older than this, so the shared cluster does not grow run after run.
+const STALE_AFTER_SECS: u64 = 2 * 60 * 60;
+
+static SWEPT: OnceCell<()> = OnceCell::const_new();
+
+/// A new, empty database (no migrations) in the shared test cluster; its superuser URL.
+pub async fn empty_database() -> String {
+    let cluster = test_cluster();
+    let admin_url = cluster.ensure_running("postgres").await.expect("cluster running");
+    let admin = store::connect(&admin_url, 1).await.expect("connect to postgres db");
+    SWEPT.get_or_init(|| drop_stale_databases(&admin)).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let name = format!("kb_test_{now}_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+    admin.close().await;
+    cluster.database_url(&name)
+}
+
+/// Drops the test databases earlier runs left behind. One still open (another run's) refuses
+/// to be dropped and is skipped; an unnamed-by-time one is from before the sweep existed.
+async fn drop_stale_databases(admin: &PgPool) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'kb\\_test\\_%'")
+        .fetch_all(admin)
+        .await
+        .expect("list test databases");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    for name in names {
+        let created = name
+            .strip_prefix("kb_test_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(secs, _)| secs.parse::<u64>().ok());
+        if created.is_some_and(|secs| now.saturating_sub(secs) < STALE_AFTER_SECS) {
+            continue;
+        }
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(admin).await;
     }
 }
 

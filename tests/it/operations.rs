@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, bucket, test_cluster};
+use crate::helpers::{TestDb, bucket, empty_database};
 use crate::http::{Setup, TestServer};
 
 const MODEL: &str = "test/operations-3";
@@ -37,17 +37,6 @@ async fn kb_ok(args: &[&str], env: &[(&str, &str)]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kb {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
     stdout
-}
-
-/// An empty database (no migrations) in the shared test cluster; its superuser URL.
-async fn empty_database() -> String {
-    let cluster = test_cluster();
-    let admin_url = cluster.ensure_running("postgres").await.expect("cluster running");
-    let name = format!("kb_test_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
-    admin.close().await.expect("close");
-    cluster.database_url(&name)
 }
 
 /// Exact row counts of every table of `public` and `auth`.

@@ -7,7 +7,7 @@ use kb::store::{self, Role, users};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, test_cluster};
+use crate::helpers::{TestDb, empty_database};
 
 async fn user(pool: &PgPool, email: &str) -> Uuid {
     let mut conn = pool.acquire().await.expect("connection");
@@ -339,13 +339,8 @@ async fn the_audit_log_records_the_actor_and_only_the_companys_admins_read_it() 
 
 #[tokio::test]
 async fn the_migrations_apply_on_a_database_that_already_has_supabases_auth_schema() {
-    let cluster = test_cluster();
-    let admin_url = cluster.ensure_running("postgres").await.expect("cluster");
-    let name = format!("kb_test_{}", Uuid::new_v4().simple());
-    let admin = store::connect(&admin_url, 1).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
-    admin.close().await;
-    let pool = store::connect(&cluster.database_url(&name), 4).await.expect("connect");
+    let url = empty_database().await;
+    let pool = store::connect(&url, 4).await.expect("connect");
     // What a Supabase project has before kb's migrations: its own auth schema, with more
     // columns and its own definitions of the helper functions.
     sqlx::raw_sql(
