@@ -4,11 +4,14 @@
 //! fused with weight `alpha`), inside the caller's row-level-security context; optionally the
 //! best chunk per document only.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::embed::{EmbedError, Embedder};
@@ -48,6 +51,9 @@ pub struct SearchOptions {
     /// Hybrid only: candidates taken from each ranking (`None`: `DEFAULT_CANDIDATES`).
     pub candidates: Option<u32>,
     pub group_by: GroupBy,
+    /// BM25's k1 and b (`None`: the database's settings, else 1.2 and 0.75).
+    pub bm25_k1: Option<f64>,
+    pub bm25_b: Option<f64>,
 }
 
 /// The hybrid weight of the vector score when a request names none: measured with `kb eval`
@@ -159,9 +165,7 @@ pub async fn search_with(
     let embed_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     let started = Instant::now();
-    let mut tx = store::begin_as(pool, user, role).await?;
-    let hits = nearest_with(&mut tx, embedder.model(), &embedding, request, options).await?;
-    tx.commit().await?;
+    let hits = nearest_as(pool, user, role, embedder.model(), &embedding, request, options).await?;
     let search_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     Ok(SearchResponse {
@@ -171,6 +175,59 @@ pub async fn search_with(
         hits,
         timings: Timings { embed_ms, search_ms },
     })
+}
+
+/// How long a hybrid search waits for a second connection before it runs its two rankings
+/// one after the other on its first.
+const SPARE_CONNECTION_WAIT: Duration = Duration::from_millis(20);
+
+/// The best chunks for a ready query embedding, as `user` in `role`. A hybrid search runs its
+/// vector and BM25 rankings at the same time on two connections acting as the same caller
+/// (one after the other when the pool has no spare connection), then fuses them.
+pub async fn nearest_as(
+    pool: &PgPool,
+    user: Uuid,
+    role: Role,
+    model: &str,
+    embedding: &Vector,
+    request: &SearchRequest,
+    options: &SearchOptions,
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let mut tx = store::begin_as(pool, user, role).await?;
+    store::lexical::set_bm25_parameters(&mut tx, options.bm25_k1, options.bm25_b).await?;
+    let hits = if request.mode == Mode::Hybrid {
+        let mut conn = spare_connection(pool).await;
+        let mut spare = match conn.as_mut() {
+            Some(conn) => {
+                let mut spare = conn.begin().await?;
+                store::act_as(&mut spare, user, role).await?;
+                store::lexical::set_bm25_parameters(&mut spare, options.bm25_k1, options.bm25_b).await?;
+                Some(spare)
+            }
+            None => None,
+        };
+        let hits = hybrid(&mut tx, spare.as_deref_mut(), model, embedding, request, options).await?;
+        if let Some(spare) = spare {
+            spare.commit().await?;
+        }
+        group(hits, request, options)
+    } else {
+        nearest_with(&mut tx, model, embedding, request, options).await?
+    };
+    tx.commit().await?;
+    Ok(hits)
+}
+
+/// An idle connection of the pool, or a new one while the pool is below its size; `None`
+/// rather than waiting for another request to give one back.
+async fn spare_connection(pool: &PgPool) -> Option<PoolConnection<Postgres>> {
+    if let Some(conn) = pool.try_acquire() {
+        return Some(conn);
+    }
+    if pool.size() >= pool.options().get_max_connections() {
+        return None;
+    }
+    tokio::time::timeout(SPARE_CONNECTION_WAIT, pool.acquire()).await.ok()?.ok()
 }
 
 /// Runs the search function of the request's mode with a ready query embedding, in the
@@ -184,8 +241,9 @@ pub async fn nearest(
     nearest_with(conn, model, embedding, request, &SearchOptions::default()).await
 }
 
-/// `nearest` with options. Grouped by document, more chunks are fetched than `limit` and the
-/// first (best) chunk of each document is kept.
+/// `nearest` with options, on one connection (a hybrid search's rankings one after the
+/// other). Grouped by document, more chunks are fetched than `limit` and the first (best)
+/// chunk of each document is kept.
 pub async fn nearest_with(
     conn: &mut PgConnection,
     model: &str,
@@ -193,34 +251,101 @@ pub async fn nearest_with(
     request: &SearchRequest,
     options: &SearchOptions,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let limit = fetch_limit(request, options);
+    let hits = match request.mode {
+        Mode::Hybrid => hybrid(conn, None, model, embedding, request, options).await?,
+        Mode::Vector => {
+            filtered(sqlx::query_as::<_, SearchHit>(SQL_VECTOR).bind(embedding), request, limit, model)
+                .bind(request.threshold)
+                .fetch_all(conn)
+                .await?
+        }
+        Mode::Lexical => {
+            filtered(sqlx::query_as::<_, SearchHit>(SQL_LEXICAL).bind(embedding), request, limit, model)
+                .bind(&request.query)
+                .fetch_all(conn)
+                .await?
+        }
+    };
+    Ok(group(hits, request, options))
+}
+
+/// Chunks to fetch for a request: grouped by document, several per document wanted.
+fn fetch_limit(request: &SearchRequest, options: &SearchOptions) -> i32 {
     let fetch = match options.group_by {
         GroupBy::Chunk => request.limit,
         GroupBy::Document => request.limit.saturating_mul(CHUNKS_PER_DOCUMENT).min(MAX_LIMIT),
     };
-    let limit = i32::try_from(fetch).unwrap_or(i32::MAX);
-    let candidates = options.candidates.map(|c| i32::try_from(c).unwrap_or(i32::MAX));
-    let query = sqlx::query_as::<_, SearchHit>(match request.mode {
-        Mode::Vector => SQL_VECTOR,
-        Mode::Hybrid => SQL_HYBRID,
-        Mode::Lexical => SQL_LEXICAL,
-    })
-    .bind(embedding)
-    .bind(&request.bucket_type)
-    .bind(request.campaign_id)
-    .bind(limit)
-    .bind(request.bucket_id)
-    .bind(model);
-    let query = match request.mode {
-        Mode::Vector => query.bind(request.threshold),
-        Mode::Hybrid => query.bind(request.threshold).bind(&request.query).bind(options.alpha).bind(candidates),
-        Mode::Lexical => query.bind(&request.query),
-    };
-    let mut hits = query.fetch_all(conn).await?;
-    if options.group_by == GroupBy::Document {
-        hits = best_per_document(hits);
-        hits.truncate(request.limit as usize);
+    i32::try_from(fetch).unwrap_or(i32::MAX)
+}
+
+/// Binds the filters every search takes, in their order ($2 to $6).
+fn filtered<'q>(
+    query: QueryAs<'q, Postgres, SearchHit, PgArguments>,
+    request: &'q SearchRequest,
+    limit: i32,
+    model: &'q str,
+) -> QueryAs<'q, Postgres, SearchHit, PgArguments> {
+    query.bind(&request.bucket_type).bind(request.campaign_id).bind(limit).bind(request.bucket_id).bind(model)
+}
+
+/// Grouped by document: the first hit of each document, up to the request's limit.
+fn group(hits: Vec<SearchHit>, request: &SearchRequest, options: &SearchOptions) -> Vec<SearchHit> {
+    match options.group_by {
+        GroupBy::Chunk => hits,
+        GroupBy::Document => {
+            let mut hits = best_per_document(hits);
+            hits.truncate(request.limit as usize);
+            hits
+        }
     }
-    Ok(hits)
+}
+
+/// A hybrid search's three steps, as `hybrid_search_knowledge_chunks` runs them: the vector
+/// and the BM25 candidates (on `first` and `second` at the same time, or both on `first`),
+/// then their fusion on `first`.
+async fn hybrid(
+    first: &mut PgConnection,
+    second: Option<&mut PgConnection>,
+    model: &str,
+    embedding: &Vector,
+    request: &SearchRequest,
+    options: &SearchOptions,
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let limit = fetch_limit(request, options);
+    let candidates = options.candidates.map(|c| i32::try_from(c).unwrap_or(i32::MAX));
+    let dense = sqlx::query_scalar::<_, Option<Vec<Uuid>>>(SQL_DENSE_CANDIDATES)
+        .bind(embedding)
+        .bind(&request.bucket_type)
+        .bind(request.campaign_id)
+        .bind(limit)
+        .bind(request.bucket_id)
+        .bind(model)
+        .bind(candidates);
+    let lexical = sqlx::query_as::<_, (Option<Vec<Uuid>>, Option<Vec<f64>>)>(SQL_LEXICAL_CANDIDATES)
+        .bind(&request.query)
+        .bind(&request.bucket_type)
+        .bind(request.campaign_id)
+        .bind(limit)
+        .bind(request.bucket_id)
+        .bind(model)
+        .bind(candidates);
+    let (dense, (lexical_ids, lexical_scores)) = match second {
+        Some(second) => tokio::try_join!(dense.fetch_one(&mut *first), lexical.fetch_one(second))?,
+        None => (dense.fetch_one(&mut *first).await?, lexical.fetch_one(&mut *first).await?),
+    };
+    sqlx::query_as::<_, SearchHit>(SQL_FUSE)
+        .bind(&request.query)
+        .bind(embedding)
+        .bind(model)
+        .bind(dense)
+        .bind(lexical_ids)
+        .bind(lexical_scores)
+        .bind(limit)
+        .bind(request.threshold)
+        .bind(options.alpha)
+        .fetch_all(first)
+        .await
 }
 
 // $1 embedding, $2 bucket type, $3 campaign, $4 limit, $5 bucket, $6 model, then per mode.
@@ -230,12 +355,19 @@ const SQL_VECTOR: &str = "SELECT chunk_id, bucket_id, document_id, bucket_name, 
        p_user_id => NULL, p_query_embedding => $1, p_bucket_type => $2, p_campaign_id => $3,
        p_limit => $4, p_bucket_id => $5, p_embedding_model => $6, p_similarity_threshold => $7)";
 
-const SQL_HYBRID: &str = "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
+// A hybrid search's candidates: $7 the depth asked for (NULL: the database's default).
+const SQL_DENSE_CANDIDATES: &str = "SELECT array_agg(chunk_id)
+     FROM public.nearest_knowledge_chunks(NULL, $1, $2, $3, public.hybrid_candidate_depth($4, $7), $5, $6)";
+
+const SQL_LEXICAL_CANDIDATES: &str = "SELECT array_agg(chunk_id), array_agg(score)
+     FROM public.lexical_knowledge_chunks($1, $6, NULL, $2, $3, $5, public.hybrid_candidate_depth($4, $7))";
+
+const SQL_FUSE: &str = "SELECT chunk_id, bucket_id, document_id, bucket_name, document_title, document_summary,
             chunk_content, chunk_index, similarity_score, metadata, fused_score AS score
-     FROM public.hybrid_search_knowledge_chunks(
-       p_user_id => NULL, p_query_embedding => $1, p_bucket_type => $2, p_campaign_id => $3,
-       p_limit => $4, p_bucket_id => $5, p_embedding_model => $6, p_similarity_threshold => $7,
-       p_query_text => $8, p_alpha => $9, p_candidates => $10)";
+     FROM public.fuse_knowledge_chunks(
+       p_query_text => $1, p_query_embedding => $2, p_embedding_model => $3, p_dense => $4,
+       p_lexical_ids => $5, p_lexical_scores => $6, p_limit => $7, p_similarity_threshold => $8,
+       p_alpha => $9)";
 
 // BM25 ranks alone: no similarity threshold (a lexical hit may share no direction with the
 // query's vector). The embedding only reports each hit's cosine similarity.

@@ -245,7 +245,7 @@ pub struct Run {
 pub fn runs(modes: &[Mode], alphas: &[f64], candidates: Option<u32>, depth: u32) -> Vec<Run> {
     let mut runs = Vec::new();
     for &mode in modes {
-        let base = SearchOptions { alpha: None, candidates, group_by: GroupBy::Document };
+        let base = SearchOptions { candidates, group_by: GroupBy::Document, ..SearchOptions::default() };
         if mode == Mode::Hybrid && !alphas.is_empty() {
             runs.extend(alphas.iter().map(|&a| Run { mode, options: SearchOptions { alpha: Some(a), ..base }, depth }));
         } else {
@@ -367,13 +367,12 @@ pub async fn evaluate(
                 threshold: -1.0,
                 mode: run.mode,
             };
+            let options = SearchOptions { bm25_k1: bm25.0, bm25_b: bm25.1, ..run.options };
             let started = Instant::now();
-            let mut tx = store::begin_as(pool, owner, Role::Authenticated).await?;
-            store::lexical::set_bm25_parameters(&mut tx, bm25.0, bm25.1).await?;
-            let hits = search::nearest_with(&mut tx, embedder.model(), embedding, &request, &run.options)
-                .await
-                .with_context(|| format!("searching for query {}", query.id))?;
-            tx.commit().await?;
+            let hits =
+                search::nearest_as(pool, owner, Role::Authenticated, embedder.model(), embedding, &request, &options)
+                    .await
+                    .with_context(|| format!("searching for query {}", query.id))?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
             let mut ranking: Vec<String> = Vec::with_capacity(hits.len());
             for hit in &hits {

@@ -365,7 +365,7 @@ async fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
         threshold: args.threshold,
         mode: args.mode.into(),
     };
-    let options = SearchOptions { alpha: args.alpha, candidates: None, group_by: args.group_by.into() };
+    let options = SearchOptions { alpha: args.alpha, group_by: args.group_by.into(), ..SearchOptions::default() };
     let response =
         search::search_with(&pool, embedder.as_ref(), owner, Role::Authenticated, &request, &options).await?;
     if args.json {

@@ -192,8 +192,8 @@ async fn search_v1(
     let mode = parse_mode(body.mode.as_deref())?;
     let options = SearchOptions {
         alpha: parse_alpha(body.alpha)?,
-        candidates: None,
         group_by: parse_group_by(body.group_by.as_deref())?,
+        ..SearchOptions::default()
     };
     if !(-1.0..=1.0).contains(&body.threshold) {
         return Err(ApiError::InvalidInput("threshold must be between -1 and 1".into()));
@@ -226,12 +226,17 @@ async fn search_v1(
             }
             check_embedding(&state, &embedding)?;
             let started = Instant::now();
-            let mut tx = caller.begin(&state.pool).await?;
-            let mut hits =
-                search::nearest_with(&mut tx, state.embedder.model(), &Vector::from(embedding), &request, &options)
-                    .await?;
+            let mut hits = search::nearest_as(
+                &state.pool,
+                caller.user,
+                caller.role,
+                state.embedder.model(),
+                &Vector::from(embedding),
+                &request,
+                &options,
+            )
+            .await?;
             hits.retain(has_similarity);
-            tx.commit().await?;
             Ok(Json(SearchResponse {
                 query: String::new(),
                 mode,

@@ -64,15 +64,21 @@ impl Role {
 /// with the transaction, so no identity survives on the pooled connection.
 pub async fn begin_as(pool: &PgPool, user: Uuid, role: Role) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    act_as(&mut tx, user, role).await?;
+    Ok(tx)
+}
+
+/// Makes the rest of the current transaction act as `user` in `role`, as `begin_as` does.
+pub async fn act_as(conn: &mut sqlx::PgConnection, user: Uuid, role: Role) -> Result<(), sqlx::Error> {
     let claims = serde_json::json!({ "sub": user, "role": role.as_str() }).to_string();
     // set_config('role', .., true) is SET LOCAL ROLE (as PostgREST does it); both in one
     // round trip, since every request and every ingestion step pays for it.
     sqlx::query("SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)")
         .bind(role.as_str())
         .bind(claims)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
-    Ok(tx)
+    Ok(())
 }
 
 /// Lets the current transaction commit without waiting for its WAL flush. Only for writes

@@ -210,15 +210,73 @@ fn request(query: &str, mode: Mode, limit: u32) -> SearchRequest {
     }
 }
 
-/// Hits of `mode` as (content, score), as `user`.
+/// Hits of `mode` as (content, score), as `user`, as the server searches (a hybrid search's
+/// rankings side by side on two connections).
 async fn hits(pool: &PgPool, user: Uuid, query: &str, mode: Mode, options: SearchOptions) -> Vec<(String, f64)> {
-    let mut tx = store::begin_as(pool, user, Role::Authenticated).await.expect("begin");
+    let embedding = Vector::from(vec![1.0, 0.0, 0.0]);
     let found =
-        search::nearest_with(&mut tx, MODEL, &Vector::from(vec![1.0, 0.0, 0.0]), &request(query, mode, 10), &options)
+        search::nearest_as(pool, user, Role::Authenticated, MODEL, &embedding, &request(query, mode, 10), &options)
             .await
             .expect("search");
-    tx.rollback().await.expect("rollback");
     found.into_iter().map(|h| (h.chunk_content, h.score.unwrap_or(f64::NAN))).collect()
+}
+
+#[tokio::test]
+async fn hybrid_ranks_the_same_side_by_side_one_after_the_other_and_through_sql() {
+    let db = TestDb::new().await;
+    model(&db.pool).await;
+    let alice = user(&db.pool, "alice@example.com").await;
+    let bob = user(&db.pool, "bob@example.com").await;
+    let a = bucket(&db.pool, alice, "notes", "general", MODEL).await;
+    let b = bucket(&db.pool, bob, "notes", "general", MODEL).await;
+    // Alice's chunks near the query vector share no word with the query; those with its
+    // words lie far from it: each ranking brings candidates of its own.
+    let texts: Vec<(String, [f32; 3])> = (0..30)
+        .map(|i| match i % 3 {
+            0 => (format!("night owl {i}"), [0.0, 0.1 + i as f32 / 30.0, 1.0]),
+            _ => (format!("forest river {i}"), [1.0, i as f32 / 30.0, 0.0]),
+        })
+        .collect();
+    let texts: Vec<(&str, [f32; 3])> = texts.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+    document(&db.pool, alice, a.id, "a.txt", &texts).await;
+    // Bob's chunks outscore Alice's on both counts (in his bucket "owl" is rarer); Alice must
+    // never see them, nor lose her own candidates to them.
+    let mut bobs: Vec<(String, [f32; 3])> =
+        (0..20).map(|i| (format!("owl owl night owl {i}"), [1.0, 0.2, 0.0])).collect();
+    bobs.extend((0..80).map(|i| (format!("lake {i}"), [0.0, 1.0, 0.0])));
+    let bobs: Vec<(&str, [f32; 3])> = bobs.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+    document(&db.pool, bob, b.id, "b.txt", &bobs).await;
+
+    let request = SearchRequest { limit: 8, ..request("night owl", Mode::Hybrid, 8) };
+    let embedding = Vector::from(vec![1.0, 0.2, 0.0]);
+    let options = SearchOptions { candidates: Some(12), ..SearchOptions::default() };
+    let ranked = |hits: Vec<search::SearchHit>| hits.into_iter().map(|h| (h.chunk_id, h.score)).collect::<Vec<_>>();
+    let side_by_side = search::nearest_as(&db.pool, alice, Role::Authenticated, MODEL, &embedding, &request, &options)
+        .await
+        .expect("search");
+    assert_eq!(side_by_side.len(), 8);
+    assert!(side_by_side.iter().all(|h| h.bucket_id == a.id), "only Alice's chunks");
+    let owls = side_by_side.iter().filter(|h| h.chunk_content.starts_with("night owl")).count();
+    assert!(owls > 0, "the BM25 ranking's own candidates are among the hits");
+    // A pool of one connection has no spare: the rankings run one after the other.
+    let one = store::connect(&db.url, 1).await.expect("pool of one");
+    let one_after_the_other =
+        search::nearest_as(&one, alice, Role::Authenticated, MODEL, &embedding, &request, &options)
+            .await
+            .expect("search");
+    let mut tx = store::begin_as(&db.pool, alice, Role::Authenticated).await.expect("begin");
+    let sql: Vec<(Uuid, Option<f64>)> = sqlx::query_as(
+        "SELECT chunk_id, fused_score FROM public.hybrid_search_knowledge_chunks(
+           NULL, 'night owl', $1, p_limit => 8, p_similarity_threshold => -1, p_candidates => 12)",
+    )
+    .bind(&embedding)
+    .fetch_all(&mut *tx)
+    .await
+    .expect("sql");
+    tx.rollback().await.expect("rollback");
+    let side_by_side = ranked(side_by_side);
+    assert_eq!(side_by_side, ranked(one_after_the_other));
+    assert_eq!(side_by_side, sql);
 }
 
 #[tokio::test]
