@@ -162,3 +162,46 @@ $$;
 
 GRANT EXECUTE ON FUNCTION public.fuse_knowledge_chunks(TEXT, vector, TEXT, UUID[], UUID[], FLOAT[], INTEGER, FLOAT, FLOAT)
   TO authenticated, service_role;
+
+-- Whether the search's scope is small enough for an exact search: the chunk counts the
+-- lexical statistics keep per bucket (exact, transactional) instead of counting up to
+-- kb.exact_search_max_rows chunks through the bucket index on every search (~1-5 ms for a
+-- large scope; a hybrid search asks twice).
+CREATE OR REPLACE FUNCTION public.small_search_scope(
+  p_embedding_model TEXT,
+  p_user_id UUID,
+  p_bucket_type TEXT,
+  p_campaign_id UUID,
+  p_bucket_id UUID
+)
+RETURNS UUID[]
+LANGUAGE plpgsql STABLE
+SET search_path = public, extensions, pg_temp
+AS $$
+DECLARE
+  v_max_rows INTEGER := coalesce(nullif(current_setting('kb.exact_search_max_rows', true), '')::integer, 5000);
+  v_buckets UUID[];
+  v_rows BIGINT;
+BEGIN
+  IF v_max_rows <= 0 THEN
+    RETURN NULL;
+  END IF;
+  SELECT coalesce(array_agg(kb.id), '{}') INTO v_buckets
+  FROM (
+    SELECT kb.id FROM public.knowledge_buckets kb
+    WHERE kb.embedding_model = p_embedding_model
+      AND (p_user_id IS NULL OR kb.created_by = p_user_id)
+      AND (p_bucket_type IS NULL OR kb.bucket_type = p_bucket_type)
+      AND (p_campaign_id IS NULL OR kb.campaign_id = p_campaign_id)
+      AND (p_bucket_id IS NULL OR kb.id = p_bucket_id)
+    LIMIT 1001
+  ) kb;
+  IF cardinality(v_buckets) > 1000 THEN
+    RETURN NULL;
+  END IF;
+  SELECT coalesce(sum(s.chunk_count), 0) INTO v_rows
+  FROM public.knowledge_lexical_buckets s
+  WHERE s.bucket_id = ANY(v_buckets);
+  RETURN CASE WHEN v_rows <= v_max_rows THEN v_buckets END;
+END;
+$$;

@@ -28,7 +28,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options.application_name("kb"))
+        // JIT compiles any statement whose estimated cost passes jit_above_cost: under row
+        // level security a trivial statement on knowledge_chunks can (~8 ms of LLVM per call,
+        // more than the search). kb's statements are short; its connections do without.
+        .connect_with(options.application_name("kb").options([("jit", "off")]))
         .await
 }
 

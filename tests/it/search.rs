@@ -155,6 +155,15 @@ async fn exact_ids(pool: &PgPool, query: &[f32], bucket_type: Option<&str>, limi
 }
 
 #[tokio::test]
+async fn kbs_connections_run_without_jit() {
+    // JIT would compile statements whose estimated cost is high, as row level security can
+    // make it: milliseconds of LLVM per call on a search path measured in milliseconds.
+    let db = TestDb::new().await;
+    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(&db.pool).await.expect("show jit");
+    assert_eq!(jit, "off");
+}
+
+#[tokio::test]
 async fn the_search_plan_uses_the_models_vector_index() {
     // More rows than a small tenant's exact search covers, so the vector index serves it.
     let c = corpus(6_000).await;
