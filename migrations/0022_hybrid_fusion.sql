@@ -2,26 +2,28 @@
 --
 -- The hybrid search ran its vector ranking, then its BM25 ranking (which also scored the
 -- vector candidates), then fused: its latency was the sum of both rankings (p99 ~3x a vector
--- search at 100k chunks). The fusion is now a function of its own,
--- `fuse_knowledge_chunks`, given each ranking's candidates. `kb` runs the two rankings at
--- the same time on two connections acting as the same caller, then fuses
+-- search at 100k chunks). Now:
+--   1. the vector candidates, and the BM25 scores of those of them that match a query term;
+--   2. the BM25 candidates with their scores;
+--   3. `fuse_knowledge_chunks`, given both.
+-- `kb` runs 1 and 2 at the same time on two connections acting as the same caller, then 3
 -- (`src/search.rs`); `hybrid_search_knowledge_chunks` (the SQL API, `/rest/v1/rpc`) runs
--- the same three steps one after the other. Results are the same either way.
+-- them one after the other. Results are the same either way.
 
--- The best p_limit of the union of p_dense (vector candidates, best first) and p_lexical_ids
--- (BM25 candidates with their p_lexical_scores), by
--- alpha * normalised cosine + (1 - alpha) * normalised BM25, each min-max normalised over
--- the union. A vector candidate that is not among the BM25 candidates is scored here (0 if
--- it matches no query term); every candidate's cosine is computed from its embedding.
+-- The best p_limit of the union of p_dense (vector candidates) and p_lexical (BM25
+-- candidates), by alpha * normalised cosine + (1 - alpha) * normalised BM25, each min-max
+-- normalised over the union. BM25 scores are those given in p_bm25_ids/p_bm25_scores (0 for a
+-- candidate not among them: it matches no query term); cosines come from the embeddings.
 -- Chunks are read under the caller's row level security: a candidate the caller may not
--- read drops out, whoever named it.
+-- read drops out, whoever named it. Scores are computed over narrow rows; only the hits'
+-- contents are read.
 CREATE FUNCTION public.fuse_knowledge_chunks(
-  p_query_text TEXT,
   p_query_embedding vector,
   p_embedding_model TEXT,
   p_dense UUID[],
-  p_lexical_ids UUID[],
-  p_lexical_scores FLOAT[],
+  p_lexical UUID[],
+  p_bm25_ids UUID[],
+  p_bm25_scores FLOAT[],
   p_limit INTEGER DEFAULT 10,
   p_similarity_threshold FLOAT DEFAULT 0,
   p_alpha FLOAT DEFAULT NULL
@@ -45,49 +47,43 @@ AS $$
 DECLARE
   v_alpha FLOAT := least(1, greatest(0, coalesce(p_alpha,
                      nullif(current_setting('kb.hybrid_alpha', true), '')::float, 0.5)));
-  v_unscored UUID[];
-  v_ids UUID[] := coalesce(p_lexical_ids, '{}');
-  v_scores FLOAT[] := coalesce(p_lexical_scores, '{}');
 BEGIN
-  IF p_limit IS NULL OR p_limit < 1 OR cardinality(v_ids) <> cardinality(v_scores) THEN
+  IF p_limit IS NULL OR p_limit < 1 THEN
     RETURN;
   END IF;
-  SELECT array_agg(d.id) INTO v_unscored
-  FROM unnest(p_dense) d(id)
-  WHERE d.id <> ALL(v_ids);
-  IF v_unscored IS NOT NULL THEN
-    -- The bucket scope is the chunks' own: a candidate's score uses its bucket's statistics.
-    SELECT v_ids || coalesce(array_agg(l.chunk_id), '{}'), v_scores || coalesce(array_agg(l.score), '{}')
-      INTO v_ids, v_scores
-    FROM public.lexical_knowledge_chunks(p_query_text, p_embedding_model, NULL, NULL, NULL, NULL,
-                                         cardinality(v_unscored), v_unscored) l;
-  END IF;
-
   RETURN QUERY
   WITH candidates AS (
-    SELECT kc.id, kc.bucket_id, kc.document_id, kc.content, kc.chunk_index, kc.metadata,
+    SELECT kc.id,
            (1 - (kc.embedding::vector <=> p_query_embedding))::float AS cosine,
            coalesce(l.score, 0) AS bm25
-    FROM (SELECT unnest(p_dense) UNION SELECT unnest(v_ids)) u(id)
+    FROM (SELECT unnest(p_dense) UNION SELECT unnest(p_lexical)) u(id)
     JOIN public.knowledge_chunks kc ON kc.id = u.id
-    LEFT JOIN unnest(v_ids, v_scores) l(id, score) ON l.id = u.id
+    LEFT JOIN (SELECT DISTINCT ON (b.id) b.id, b.score
+               FROM unnest(p_bm25_ids, p_bm25_scores) b(id, score)) l ON l.id = u.id
     WHERE kc.embedding_model = p_embedding_model
   ),
-  scaled AS (
-    SELECT c.*,
-           (c.cosine - min(c.cosine) OVER ()) / nullif(max(c.cosine) OVER () - min(c.cosine) OVER (), 0) AS v,
-           (c.bm25 - min(c.bm25) OVER ()) / nullif(max(c.bm25) OVER () - min(c.bm25) OVER (), 0) AS l
+  fused AS (
+    SELECT c.id, c.cosine,
+           (v_alpha * coalesce((c.cosine - min(c.cosine) OVER ())
+                                 / nullif(max(c.cosine) OVER () - min(c.cosine) OVER (), 0), 1)
+            + (1 - v_alpha) * coalesce((c.bm25 - min(c.bm25) OVER ())
+                                         / nullif(max(c.bm25) OVER () - min(c.bm25) OVER (), 0), 0))::float
+             AS score
     FROM candidates c
+  ),
+  best AS (
+    SELECT f.id, f.cosine, f.score FROM fused f
+    WHERE f.cosine >= coalesce(p_similarity_threshold, -1)
+    ORDER BY f.score DESC, f.id
+    LIMIT p_limit
   )
-  SELECT s.id, s.bucket_id, s.document_id, kb.name, kd.title, kd.summary, s.content, s.chunk_index,
-         s.cosine, s.metadata,
-         (v_alpha * coalesce(s.v, 1) + (1 - v_alpha) * coalesce(s.l, 0))::float AS fused
-  FROM scaled s
-  JOIN public.knowledge_buckets kb ON kb.id = s.bucket_id
-  JOIN public.knowledge_documents kd ON kd.id = s.document_id
-  WHERE s.cosine >= coalesce(p_similarity_threshold, -1)
-  ORDER BY fused DESC, s.id
-  LIMIT p_limit;
+  SELECT kc.id, kc.bucket_id, kc.document_id, kb.name, kd.title, kd.summary, kc.content, kc.chunk_index,
+         best.cosine, kc.metadata, best.score
+  FROM best
+  JOIN public.knowledge_chunks kc ON kc.id = best.id
+  JOIN public.knowledge_buckets kb ON kb.id = kc.bucket_id
+  JOIN public.knowledge_documents kd ON kd.id = kc.document_id
+  ORDER BY best.score DESC, best.id;
 END;
 $$;
 
@@ -134,7 +130,9 @@ DECLARE
   v_model public.embedding_models;
   v_depth INTEGER;
   v_dense UUID[];
-  v_lexical_ids UUID[];
+  v_bm25_ids UUID[];
+  v_bm25_scores FLOAT[];
+  v_lexical UUID[];
   v_lexical_scores FLOAT[];
 BEGIN
   IF p_user_id IS NOT NULL AND p_user_id IS DISTINCT FROM auth.uid()
@@ -147,20 +145,23 @@ BEGIN
   END IF;
   v_depth := public.hybrid_candidate_depth(p_limit, p_candidates);
 
-  SELECT array_agg(n.chunk_id) INTO v_dense
+  SELECT coalesce(array_agg(n.chunk_id), '{}') INTO v_dense
   FROM public.nearest_knowledge_chunks(p_user_id, p_query_embedding, p_bucket_type, p_campaign_id,
                                        v_depth, p_bucket_id, v_model.name) n;
-  SELECT array_agg(l.chunk_id), array_agg(l.score) INTO v_lexical_ids, v_lexical_scores
+  SELECT coalesce(array_agg(l.chunk_id), '{}'), coalesce(array_agg(l.score), '{}') INTO v_bm25_ids, v_bm25_scores
+  FROM public.lexical_knowledge_chunks(p_query_text, v_model.name, p_user_id, NULL, NULL, NULL,
+                                       greatest(cardinality(v_dense), 1), v_dense) l;
+  SELECT coalesce(array_agg(l.chunk_id), '{}'), coalesce(array_agg(l.score), '{}') INTO v_lexical, v_lexical_scores
   FROM public.lexical_knowledge_chunks(p_query_text, v_model.name, p_user_id, p_bucket_type, p_campaign_id,
                                        p_bucket_id, v_depth) l;
 
   RETURN QUERY SELECT * FROM public.fuse_knowledge_chunks(
-    p_query_text, p_query_embedding, v_model.name, v_dense, v_lexical_ids, v_lexical_scores,
+    p_query_embedding, v_model.name, v_dense, v_lexical, v_bm25_ids || v_lexical, v_bm25_scores || v_lexical_scores,
     p_limit, p_similarity_threshold, p_alpha);
 END;
 $$;
 
-GRANT EXECUTE ON FUNCTION public.fuse_knowledge_chunks(TEXT, vector, TEXT, UUID[], UUID[], FLOAT[], INTEGER, FLOAT, FLOAT)
+GRANT EXECUTE ON FUNCTION public.fuse_knowledge_chunks(vector, TEXT, UUID[], UUID[], UUID[], FLOAT[], INTEGER, FLOAT, FLOAT)
   TO authenticated, service_role;
 
 -- Whether the search's scope is small enough for an exact search: the chunk counts the
