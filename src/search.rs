@@ -314,15 +314,14 @@ async fn hybrid(
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
     let limit = fetch_limit(request, options);
     let candidates = options.candidates.map(|c| i32::try_from(c).unwrap_or(i32::MAX));
-    let dense = sqlx::query_as::<_, (Vec<Uuid>, Vec<Uuid>, Vec<f64>)>(SQL_DENSE_CANDIDATES)
+    let dense = sqlx::query_scalar::<_, Vec<Uuid>>(SQL_DENSE_CANDIDATES)
         .bind(embedding)
         .bind(&request.bucket_type)
         .bind(request.campaign_id)
         .bind(limit)
         .bind(request.bucket_id)
         .bind(model)
-        .bind(candidates)
-        .bind(&request.query);
+        .bind(candidates);
     let lexical = sqlx::query_as::<_, (Vec<Uuid>, Vec<f64>)>(SQL_LEXICAL_CANDIDATES)
         .bind(&request.query)
         .bind(&request.bucket_type)
@@ -331,19 +330,16 @@ async fn hybrid(
         .bind(request.bucket_id)
         .bind(model)
         .bind(candidates);
-    let ((dense, mut bm25_ids, mut bm25_scores), (lexical, lexical_scores)) = match second {
+    let (dense, (lexical, lexical_scores)) = match second {
         Some(second) => tokio::try_join!(dense.fetch_one(&mut *first), lexical.fetch_one(second))?,
         None => (dense.fetch_one(&mut *first).await?, lexical.fetch_one(&mut *first).await?),
     };
-    bm25_ids.extend_from_slice(&lexical);
-    bm25_scores.extend(lexical_scores);
     sqlx::query_as::<_, SearchHit>(SQL_FUSE)
         .bind(embedding)
         .bind(model)
         .bind(dense)
         .bind(lexical)
-        .bind(bm25_ids)
-        .bind(bm25_scores)
+        .bind(lexical_scores)
         .bind(limit)
         .bind(request.threshold)
         .bind(options.alpha)
@@ -358,16 +354,12 @@ const SQL_VECTOR: &str = "SELECT chunk_id, bucket_id, document_id, bucket_name, 
        p_user_id => NULL, p_query_embedding => $1, p_bucket_type => $2, p_campaign_id => $3,
        p_limit => $4, p_bucket_id => $5, p_embedding_model => $6, p_similarity_threshold => $7)";
 
-// A hybrid search's candidates, $7 the depth asked for (NULL: the database's default): the
-// vector candidates with the BM25 scores of those that match a term of $8, the query text ...
-const SQL_DENSE_CANDIDATES: &str = "SELECT d.ids, coalesce(b.ids, '{}'), coalesce(b.scores, '{}')
-     FROM (SELECT coalesce(array_agg(chunk_id), '{}') AS ids
-           FROM public.nearest_knowledge_chunks(NULL, $1, $2, $3, public.hybrid_candidate_depth($4, $7), $5, $6)) d
-     CROSS JOIN LATERAL (
-       SELECT array_agg(l.chunk_id) AS ids, array_agg(l.score) AS scores
-       FROM public.lexical_knowledge_chunks($8, $6, NULL, NULL, NULL, NULL, greatest(cardinality(d.ids), 1), d.ids) l) b";
+// A hybrid search's candidates ($7: the depth asked for, NULL for the database's default):
+// the vector ranking's ...
+const SQL_DENSE_CANDIDATES: &str = "SELECT coalesce(array_agg(chunk_id), '{}')
+     FROM public.nearest_knowledge_chunks(NULL, $1, $2, $3, public.hybrid_candidate_depth($4, $7), $5, $6)";
 
-// ... and the BM25 candidates with their scores.
+// ... and BM25's, with their scores.
 const SQL_LEXICAL_CANDIDATES: &str = "SELECT coalesce(array_agg(chunk_id), '{}'), coalesce(array_agg(score), '{}')
      FROM public.lexical_knowledge_chunks($1, $6, NULL, $2, $3, $5, public.hybrid_candidate_depth($4, $7))";
 
@@ -375,7 +367,7 @@ const SQL_FUSE: &str = "SELECT chunk_id, bucket_id, document_id, bucket_name, do
             chunk_content, chunk_index, similarity_score, metadata, fused_score AS score
      FROM public.fuse_knowledge_chunks(
        p_query_embedding => $1, p_embedding_model => $2, p_dense => $3, p_lexical => $4,
-       p_bm25_ids => $5, p_bm25_scores => $6, p_limit => $7, p_similarity_threshold => $8, p_alpha => $9)";
+       p_lexical_scores => $5, p_limit => $6, p_similarity_threshold => $7, p_alpha => $8)";
 
 // BM25 ranks alone: no similarity threshold (a lexical hit may share no direction with the
 // query's vector). The embedding only reports each hit's cosine similarity.
