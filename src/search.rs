@@ -1,8 +1,9 @@
 //! Search: query text -> query embedding (the bucket's model) -> the best visible chunks
 //! through `search_knowledge_chunks` (vector), `lexical_search_knowledge_chunks` (BM25 over
-//! per-bucket term statistics) or `hybrid_search_knowledge_chunks` (both, normalised scores
-//! fused with weight `alpha`), inside the caller's row-level-security context; optionally the
-//! best chunk per document only.
+//! per-bucket term statistics) or a hybrid search (the vector and BM25 candidates, taken side
+//! by side on two connections, then `fuse_knowledge_chunks`: normalised scores fused with
+//! weight `alpha`), inside the caller's row-level-security context; optionally the best chunk
+//! per document only.
 
 use std::time::{Duration, Instant};
 
