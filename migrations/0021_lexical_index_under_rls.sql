@@ -105,6 +105,8 @@ REVOKE ALL ON FUNCTION public.knowledge_bm25(TEXT, UUID[], TEXT, TEXT[], TEXT[],
 GRANT EXECUTE ON FUNCTION public.knowledge_bm25(TEXT, UUID[], TEXT, TEXT[], TEXT[], INTEGER, FLOAT, FLOAT, INTEGER, tsquery, UUID[])
   TO authenticated, service_role;
 
+-- The work bound kb.bm25_max_candidates defaults to 500 chunks (was 1,000): on NFCorpus
+-- lexical nDCG@10 -0.0011, hybrid -0.0003; at 100k chunks BM25's p99 halves (BENCHMARKS.md).
 CREATE OR REPLACE FUNCTION public.lexical_knowledge_chunks(
   p_query_text TEXT,
   p_embedding_model TEXT,
@@ -122,7 +124,7 @@ AS $$
 DECLARE
   v_k1 FLOAT := coalesce(nullif(current_setting('kb.bm25_k1', true), '')::float, 1.2);
   v_b FLOAT := coalesce(nullif(current_setting('kb.bm25_b', true), '')::float, 0.75);
-  v_max INTEGER := coalesce(nullif(current_setting('kb.bm25_max_candidates', true), '')::integer, 1000);
+  v_max INTEGER := coalesce(nullif(current_setting('kb.bm25_max_candidates', true), '')::integer, 500);
   v_buckets UUID[];
   v_configs TEXT[];
   v_lexemes TEXT[];
