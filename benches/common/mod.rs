@@ -1,5 +1,6 @@
 //! Shared bench set-up: a fresh migrated database in kb's embedded cluster
-//! ($KB_BENCH_DATA_DIR, default /tmp/kb-bench-cluster), with a user, a model and a bucket.
+//! ($KB_BENCH_DATA_DIR, default /tmp/kb-bench-cluster), with a user, a model and a bucket;
+//! earlier runs' databases are dropped.
 
 // Each bench binary uses a part of this module.
 #![allow(dead_code)]
@@ -24,6 +25,14 @@ pub async fn bench_db(model: &str, dimensions: usize) -> BenchDb {
         .unwrap_or_else(|| std::env::temp_dir().join("kb-bench-cluster"));
     let cluster = Cluster::new(&dir).expect("cluster (run scripts/setup.sh)");
     let admin = store::connect(&cluster.ensure_running("postgres").await.expect("running"), 1).await.expect("admin");
+    // Earlier runs' databases (~600 MB each at 100k chunks) go; one still open is skipped.
+    let old: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'kb\\_bench\\_%'")
+        .fetch_all(&admin)
+        .await
+        .expect("list bench databases");
+    for name in old {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&admin).await;
+    }
     let name = format!("kb_bench_{}", Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create db");
     let pool = store::connect(&cluster.database_url(&name), 20).await.expect("connect");
