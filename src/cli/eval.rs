@@ -241,11 +241,12 @@ pub struct Run {
     pub depth: u32,
 }
 
-/// The runs `kb eval` makes: each mode; hybrid once per weight asked for.
-pub fn runs(modes: &[Mode], alphas: &[f64], candidates: Option<u32>, depth: u32) -> Vec<Run> {
+/// The runs `kb eval` makes: each mode with `options` (hybrid depth, BM25 parameters),
+/// grouped by document; hybrid once per weight asked for.
+pub fn runs(modes: &[Mode], alphas: &[f64], options: SearchOptions, depth: u32) -> Vec<Run> {
     let mut runs = Vec::new();
     for &mode in modes {
-        let base = SearchOptions { candidates, group_by: GroupBy::Document, ..SearchOptions::default() };
+        let base = SearchOptions { group_by: GroupBy::Document, ..options };
         if mode == Mode::Hybrid && !alphas.is_empty() {
             runs.extend(alphas.iter().map(|&a| Run { mode, options: SearchOptions { alpha: Some(a), ..base }, depth }));
         } else {
@@ -329,7 +330,6 @@ pub async fn ingest_collection(
 
 /// Runs every query of `collection` in each of `runs`, as `owner` over `bucket_id`, and
 /// scores the document rankings.
-#[allow(clippy::too_many_arguments)]
 pub async fn evaluate(
     pool: &PgPool,
     embedder: &dyn Embedder,
@@ -338,7 +338,6 @@ pub async fn evaluate(
     collection: &Collection,
     documents: &HashMap<Uuid, Vec<String>>,
     runs: &[Run],
-    bm25: (Option<f64>, Option<f64>),
 ) -> anyhow::Result<(f64, Vec<ModeReport>)> {
     let texts: Vec<String> = collection.queries.iter().map(|q| q.text.clone()).collect();
     let started = Instant::now();
@@ -367,12 +366,18 @@ pub async fn evaluate(
                 threshold: -1.0,
                 mode: run.mode,
             };
-            let options = SearchOptions { bm25_k1: bm25.0, bm25_b: bm25.1, ..run.options };
             let started = Instant::now();
-            let hits =
-                search::nearest_as(pool, owner, Role::Authenticated, embedder.model(), embedding, &request, &options)
-                    .await
-                    .with_context(|| format!("searching for query {}", query.id))?;
+            let hits = search::nearest_as(
+                pool,
+                owner,
+                Role::Authenticated,
+                embedder.model(),
+                embedding,
+                &request,
+                &run.options,
+            )
+            .await
+            .with_context(|| format!("searching for query {}", query.id))?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
             let mut ranking: Vec<String> = Vec::with_capacity(hits.len());
             for hit in &hits {
@@ -511,18 +516,15 @@ pub async fn run(config: &Config, args: EvalArgs) -> anyhow::Result<()> {
         queries.truncate(max);
     }
     let collection = Collection { queries, ..collection };
-    let runs = runs(&modes, &args.alpha, args.candidates, args.depth);
-    let (embed_ms, modes) = evaluate(
-        &pool,
-        embedder.as_ref(),
-        owner,
-        bucket.id,
-        &collection,
-        &documents,
-        &runs,
-        (args.bm25_k1, args.bm25_b),
-    )
-    .await?;
+    let options = SearchOptions {
+        candidates: args.candidates,
+        bm25_k1: args.bm25_k1,
+        bm25_b: args.bm25_b,
+        ..SearchOptions::default()
+    };
+    let runs = runs(&modes, &args.alpha, options, args.depth);
+    let (embed_ms, modes) =
+        evaluate(&pool, embedder.as_ref(), owner, bucket.id, &collection, &documents, &runs).await?;
     let report = Report {
         corpus: args.corpus.display().to_string(),
         bucket: bucket.name.clone(),
@@ -600,7 +602,7 @@ mod tests {
 
     #[test]
     fn hybrid_runs_once_per_weight() {
-        let r = runs(&[Mode::Vector, Mode::Hybrid], &[0.3, 0.7], None, DEPTH);
+        let r = runs(&[Mode::Vector, Mode::Hybrid], &[0.3, 0.7], SearchOptions::default(), DEPTH);
         assert_eq!(r.len(), 3);
         assert_eq!(r[2].options.alpha, Some(0.7));
         assert!(r.iter().all(|run| run.options.group_by == GroupBy::Document));

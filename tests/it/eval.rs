@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kb::cli::eval::{self, Collection, ModeReport};
 use kb::ingest::{Silent, WorkerSettings};
-use kb::search::Mode;
+use kb::search::{Mode, SearchOptions};
 
 use crate::helpers::{Kb, repo_path};
 
@@ -29,20 +29,14 @@ async fn eval_scores_the_shipped_collection_with_known_figures() {
     assert_eq!(summary.documents_ready, 13, "{summary:?}");
     assert_eq!(documents.len(), 13);
 
-    let runs = eval::runs(&[Mode::Vector, Mode::Lexical, Mode::Hybrid], &[0.0, 1.0], None, eval::DEPTH);
-    let runs: Vec<_> = runs.into_iter().chain(eval::runs(&[Mode::Hybrid], &[], None, eval::DEPTH)).collect();
-    let (_, reports) = eval::evaluate(
-        &kb.db.pool,
-        kb.embedder.as_ref(),
-        kb.owner,
-        kb.bucket.id,
-        &collection,
-        &documents,
-        &runs,
-        (None, None),
-    )
-    .await
-    .expect("evaluate");
+    let runs =
+        eval::runs(&[Mode::Vector, Mode::Lexical, Mode::Hybrid], &[0.0, 1.0], SearchOptions::default(), eval::DEPTH);
+    let runs: Vec<_> =
+        runs.into_iter().chain(eval::runs(&[Mode::Hybrid], &[], SearchOptions::default(), eval::DEPTH)).collect();
+    let (_, reports) =
+        eval::evaluate(&kb.db.pool, kb.embedder.as_ref(), kb.owner, kb.bucket.id, &collection, &documents, &runs)
+            .await
+            .expect("evaluate");
     for r in &reports {
         eprintln!("{:?} alpha {:?}: {:?}", r.mode, r.alpha, figures(r));
     }

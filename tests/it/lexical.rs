@@ -8,7 +8,7 @@ use kb::search::{self, GroupBy, Mode, SearchOptions, SearchRequest};
 use kb::store::buckets::NewBucket;
 use kb::store::chunks::{NewChunk, replace_chunks};
 use kb::store::lexical::{self, TextSearchConfig};
-use kb::store::{self, Role, documents};
+use kb::store::{self, Bucket, Role, documents};
 use pgvector::Vector;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -221,14 +221,20 @@ async fn hits(pool: &PgPool, user: Uuid, query: &str, mode: Mode, options: Searc
     found.into_iter().map(|h| (h.chunk_content, h.score.unwrap_or(f64::NAN))).collect()
 }
 
-#[tokio::test]
-async fn hybrid_ranks_the_same_side_by_side_one_after_the_other_and_through_sql() {
+/// A database with the test model and two users, Alice and Bob, each with a bucket.
+async fn alice_and_bob() -> (TestDb, Uuid, Uuid, Bucket, Bucket) {
     let db = TestDb::new().await;
     model(&db.pool).await;
     let alice = user(&db.pool, "alice@example.com").await;
     let bob = user(&db.pool, "bob@example.com").await;
     let a = bucket(&db.pool, alice, "notes", "general", MODEL).await;
     let b = bucket(&db.pool, bob, "notes", "general", MODEL).await;
+    (db, alice, bob, a, b)
+}
+
+#[tokio::test]
+async fn hybrid_ranks_the_same_side_by_side_one_after_the_other_and_through_sql() {
+    let (db, alice, bob, a, b) = alice_and_bob().await;
     // Alice's chunks near the query vector share no word with the query; those with its
     // words lie far from it: each ranking brings candidates of its own.
     let texts: Vec<(String, [f32; 3])> = (0..30)
@@ -281,12 +287,7 @@ async fn hybrid_ranks_the_same_side_by_side_one_after_the_other_and_through_sql(
 
 #[tokio::test]
 async fn another_users_chunks_are_never_returned_nor_counted() {
-    let db = TestDb::new().await;
-    model(&db.pool).await;
-    let alice = user(&db.pool, "alice@example.com").await;
-    let bob = user(&db.pool, "bob@example.com").await;
-    let a = bucket(&db.pool, alice, "notes", "general", MODEL).await;
-    let b = bucket(&db.pool, bob, "notes", "general", MODEL).await;
+    let (db, alice, bob, a, b) = alice_and_bob().await;
     document(
         &db.pool,
         alice,
