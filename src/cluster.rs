@@ -79,6 +79,7 @@ use tracing::{debug, info, warn};
 
 mod pitr;
 mod settings;
+mod standby;
 
 pub use pitr::{BaseBackup, RestoreReport};
 
@@ -161,6 +162,9 @@ pub enum ClusterError {
          restart it so it takes its settings (`kb db stop && kb db start`), then take the base backup"
     )]
     NotArchiving { archive_mode: String },
+
+    #[error("{pg_dir} already holds a database cluster: a replica goes into a new data directory")]
+    AlreadyInitialised { pg_dir: PathBuf },
 
     #[error(
         "no base backup finished before {target}: point-in-time recovery starts from one \
@@ -389,9 +393,14 @@ impl Cluster {
 
     /// Connection URL for `db_name` as the cluster's superuser, over the unix socket.
     pub fn database_url(&self, db_name: &str) -> String {
+        self.login_url(&self.state.superuser, db_name)
+    }
+
+    /// Connection URL for `db_name` as `login`, over the unix socket.
+    pub fn login_url(&self, login: &str, db_name: &str) -> String {
         format!(
             "postgres://{user}@localhost/{db}?host={host}&port={port}&sslmode=disable",
-            user = url_encode(&self.state.superuser, false),
+            user = url_encode(login, false),
             db = url_encode(db_name, false),
             host = url_encode(&self.socket_dir.to_string_lossy(), true),
             port = self.state.port,

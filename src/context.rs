@@ -105,6 +105,16 @@ pub enum ContextError {
     Database(#[from] sqlx::Error),
 }
 
+impl crate::store::replicas::Unreachable for ContextError {
+    fn unreachable(&self) -> bool {
+        match self {
+            ContextError::Search(e) => e.unreachable(),
+            ContextError::Database(e) => e.unreachable(),
+            ContextError::Budget(_) => false,
+        }
+    }
+}
+
 /// One chunk the packer holds.
 #[derive(Debug, Clone)]
 struct Piece {

@@ -74,6 +74,34 @@ pub async fn databases(config: &Config, app_connections: u32) -> anyhow::Result<
     Ok(Databases { admin, app })
 }
 
+/// Pools for the read replicas at `urls`, connected lazily: a replica that is down when the
+/// server starts is used once it is up (`store::replicas` checks it). As for the primary, the
+/// embedded cluster's replicas are reached as `kb_app`; a URL's own login otherwise.
+pub async fn read_replicas(
+    config: &Config,
+    urls: &[secrecy::SecretString],
+    connections: u32,
+) -> anyhow::Result<Vec<(String, PgPool)>> {
+    let mut replicas = Vec::with_capacity(urls.len());
+    for url in urls {
+        let mut options: PgConnectOptions =
+            url.expose_secret().trim().parse().context("parsing KB_READ_DATABASE_URL")?;
+        if config.database_url.is_none() {
+            options = options.username(login::APP_LOGIN);
+        }
+        let name =
+            format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+        replicas.push((
+            name,
+            PgPoolOptions::new()
+                .max_connections(connections.max(1))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(app_options(options)),
+        ));
+    }
+    Ok(replicas)
+}
+
 /// Longest one statement of the server's pool may run (index builds run on the owner's pool).
 const STATEMENT_TIMEOUT: &str = "60s";
 /// Longest a transaction of the server's pool may sit idle: a stuck handler or worker never
@@ -83,16 +111,22 @@ const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
 /// The server's pool. A short acquire timeout: a request that cannot get a connection soon
 /// is better answered 503 than queued. Statements and idle transactions time out.
 pub async fn connect_app(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = options.application_name("kb-server").options([
-        ("statement_timeout", STATEMENT_TIMEOUT),
-        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
-    ]);
     PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+        .connect_with(app_options(options))
         .await
         .context("connecting to PostgreSQL as the server's login")
+}
+
+/// The server's session settings: its name in `pg_stat_activity`, and time limits.
+fn app_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.application_name("kb-server").options([
+        ("statement_timeout", STATEMENT_TIMEOUT),
+        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+        // As `store::connect`: no JIT for kb's short statements.
+        ("jit", "off"),
+    ])
 }
 
 pub async fn pipeline(config: &Config, pool: PgPool, embedder: Arc<dyn Embedder>) -> anyhow::Result<Pipeline> {

@@ -126,6 +126,12 @@ pub enum SearchError {
     Database(#[from] sqlx::Error),
 }
 
+impl crate::store::replicas::Unreachable for SearchError {
+    fn unreachable(&self) -> bool {
+        matches!(self, SearchError::Database(e) if e.unreachable())
+    }
+}
+
 pub const MAX_LIMIT: u32 = 1000;
 
 /// Embeds the query and returns the best chunks visible to `user`.

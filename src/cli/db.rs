@@ -26,6 +26,9 @@ pub enum DbCommand {
     Stop,
     /// Show whether the embedded cluster is running.
     Status,
+    /// Make a streaming replica of the embedded cluster in another data directory and start
+    /// it; `kb serve` sends searches to it with KB_READ_DATABASE_URL (printed).
+    Replica(ReplicaArgs),
     /// Back up the database to a file (pg_dump), or take a base backup of the embedded
     /// cluster for point-in-time recovery (--base).
     Backup(BackupArgs),
@@ -92,6 +95,14 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ReplicaArgs {
+    /// The replica's data directory (new or empty); manage it later with
+    /// `KB_DATA_DIR=<dir> kb db status|stop|start`.
+    #[arg(value_name = "DIR")]
+    pub replica_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct StatsArgs {
     /// Print one JSON object (the same as `GET /v1/admin/stats`).
     #[arg(long)]
@@ -135,6 +146,7 @@ pub fn parse_moment(text: &str) -> Result<DateTime<Utc>, String> {
 pub async fn run(config: &Config, command: DbCommand) -> anyhow::Result<ExitCode> {
     match command {
         DbCommand::Start | DbCommand::Stop | DbCommand::Status => lifecycle(config, command).await?,
+        DbCommand::Replica(args) => replica(config, &args.replica_dir).await?,
         DbCommand::Backup(args) if args.base => base_backup(config, args.keep as usize).await?,
         DbCommand::Backup(args) => dump::backup(config, args).await?,
         DbCommand::Restore(RestoreArgs { to: Some(target), .. }) => point_in_time(config, target).await?,
@@ -167,6 +179,32 @@ async fn lifecycle(config: &Config, command: DbCommand) -> anyhow::Result<()> {
         }
         _ => println!("{}", cluster.status().await?),
     }
+    Ok(())
+}
+
+async fn replica(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let primary = embedded(config, "a replica of the embedded cluster")?;
+    let replica = Cluster::new(data_dir)?;
+    if replica.data_dir() == primary.data_dir() {
+        bail!("the replica needs a data directory of its own, not the primary's ({})", data_dir.display());
+    }
+    // The server's login, so that the replica has it too.
+    let admin = runtime::connect(config).await?;
+    store::login::ensure_app_login(&mut *admin.acquire().await?).await.context("creating the kb_app login")?;
+    admin.close().await;
+    let started = Instant::now();
+    eprintln!("copying the embedded cluster (pg_basebackup) into {}...", data_dir.display());
+    replica
+        .create_standby_of(&primary, runtime::EMBEDDED_DATABASE)
+        .await
+        .with_context(|| format!("making a replica in {}", data_dir.display()))?;
+    println!(
+        "replica running in {} ({:.1} s), streaming from {}",
+        replica.data_dir().display(),
+        started.elapsed().as_secs_f64(),
+        primary.data_dir().display()
+    );
+    println!("KB_READ_DATABASE_URL={}", replica.login_url(store::login::APP_LOGIN, runtime::EMBEDDED_DATABASE));
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::http::{self, AppState, Limits, auth::JwtKeys};
 use crate::ingest::Quotas;
 use crate::runtime;
-use crate::store::{Role, users};
+use crate::store::{self, Role, users};
 
 /// The JWT secret, shared by `kb serve` and `kb token`.
 #[derive(Debug, Clone, clap::Args)]
@@ -89,6 +89,14 @@ pub struct ServeArgs {
     /// Database connections of the server's pool.
     #[arg(long, env = "KB_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Read replicas of the database that searches run on (comma-separated PostgreSQL URLs,
+    /// e.g. streaming replicas made with `kb db replica`); writes and every other read stay on
+    /// the primary. With the embedded cluster kb connects to them as its own login, `kb_app`.
+    #[arg(long, env = "KB_READ_DATABASE_URL", value_delimiter = ',', hide_env_values = true)]
+    pub read_database_url: Vec<SecretString>,
+    /// Milliseconds a replica may lag behind the primary and still serve searches.
+    #[arg(long, env = "KB_READ_MAX_LAG_MS", default_value_t = 5000)]
+    pub read_max_lag_ms: u64,
     /// Schemas `/rest/v1` serves (comma-separated; the first is the default profile).
     #[arg(long, env = "KB_REST_SCHEMAS", value_delimiter = ',', default_value = "public")]
     pub rest_schemas: Vec<String>,
@@ -228,7 +236,11 @@ pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     let lease = Duration::from_secs(args.job_lease_secs);
     let mut workers = runtime::spawn_workers(&pipeline, args.workers, lease, config.job_timeout(), &stopped);
     runtime::spawn_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
+    let replicas = runtime::read_replicas(config, &args.read_database_url, args.db_connections).await?;
+    let reads = store::replicas::Reads::new(dbs.app.clone(), replicas, Duration::from_millis(args.read_max_lag_ms));
+    reads.spawn_monitor(stopped.clone());
     let mut state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());
+    state.reads = reads;
     state.metrics_token = args.metrics_token.clone().map(std::sync::Arc::new);
     let schemas = args.rest_schemas.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     state.rest = http::rest::Rest::new(schemas, (args.rest_max_rows > 0).then_some(args.rest_max_rows));

@@ -128,6 +128,13 @@ pub async fn build_context(
         mode,
         threshold: body.threshold,
     };
-    let context = context::build(&state.pool, state.embedder.as_ref(), caller.user, caller.role, &request).await?;
+    let embedder = state.embedder.as_ref();
+    let context = state
+        .reads
+        .run(|pool| {
+            let request = &request;
+            async move { context::build(&pool, embedder, caller.user, caller.role, request).await }
+        })
+        .await?;
     Ok(Json(context))
 }

@@ -39,6 +39,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::embed::Embedder;
+use crate::store;
 use auth::JwtKeys;
 use error::ApiError;
 
@@ -104,11 +105,14 @@ pub struct AppState {
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// `/rest/v1`: its exposed schemas, row limit and schema cache.
     pub rest: rest::Rest,
+    /// Where searches run: a current read replica, or the primary (`pool`).
+    pub reads: Arc<store::replicas::Reads>,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, embedder: Arc<dyn Embedder>, jwt: JwtKeys, limits: Limits) -> AppState {
         AppState {
+            reads: store::replicas::Reads::primary_only(pool.clone()),
             pool,
             embedder,
             jwt: Arc::new(jwt),

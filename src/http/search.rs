@@ -214,9 +214,14 @@ async fn search_v1(
         (Some(_), Some(_)) => Err(ApiError::InvalidInput("send `query` or `embedding`, not both".into())),
         (None, None) => Err(ApiError::InvalidInput("send `query` (text) or `embedding` (numbers)".into())),
         (Some(_), None) => {
-            let mut response =
-                search::search_with(&state.pool, state.embedder.as_ref(), caller.user, caller.role, &request, &options)
-                    .await?;
+            let embedder = state.embedder.as_ref();
+            let mut response = state
+                .reads
+                .run(|pool| {
+                    let (request, options) = (&request, &options);
+                    async move { search::search_with(&pool, embedder, caller.user, caller.role, request, options).await }
+                })
+                .await?;
             response.hits.retain(has_similarity);
             Ok(Json(response))
         }
@@ -226,16 +231,16 @@ async fn search_v1(
             }
             check_embedding(&state, &embedding)?;
             let started = Instant::now();
-            let mut hits = search::nearest_as(
-                &state.pool,
-                caller.user,
-                caller.role,
-                state.embedder.model(),
-                &Vector::from(embedding),
-                &request,
-                &options,
-            )
-            .await?;
+            let (model, embedding) = (state.embedder.model(), Vector::from(embedding));
+            let mut hits = state
+                .reads
+                .run(|pool| {
+                    let (embedding, request, options) = (&embedding, &request, &options);
+                    async move {
+                        search::nearest_as(&pool, caller.user, caller.role, model, embedding, request, options).await
+                    }
+                })
+                .await?;
             hits.retain(has_similarity);
             Ok(Json(SearchResponse {
                 query: String::new(),

@@ -28,7 +28,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         quotas: state.limits.quotas,
         max_upload_bytes: state.limits.max_upload_bytes,
     };
-    let server = Server::per_request(state.pool.clone(), settings);
+    let server = Server::per_request(state.reads.clone(), settings);
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)

@@ -28,6 +28,7 @@ use crate::embed::{EmbedError, Embedder};
 use crate::http::auth::Caller;
 use crate::ingest::Quotas;
 use crate::ingest::upload::UploadError;
+use crate::store::replicas::Reads;
 use crate::store::{self, buckets, chunks, documents};
 
 /// The scheme and prefix of a document's resource URI.
@@ -61,7 +62,10 @@ pub struct Server {
 }
 
 struct Inner {
+    /// The primary: writes, and reads that must see them.
     pool: PgPool,
+    /// Where searches and contexts run.
+    reads: Arc<Reads>,
     embedder: Arc<dyn Embedder>,
     quotas: Quotas,
     max_upload_bytes: usize,
@@ -83,18 +87,19 @@ pub struct Settings {
 impl Server {
     /// A server whose every call acts as `caller` (stdio).
     pub fn acting_as(pool: PgPool, settings: Settings, caller: Caller) -> Server {
-        Server::new(pool, settings, Identity::Fixed(caller))
+        Server::new(Reads::primary_only(pool), settings, Identity::Fixed(caller))
     }
 
     /// A server whose calls act as the caller of each HTTP request.
-    pub fn per_request(pool: PgPool, settings: Settings) -> Server {
-        Server::new(pool, settings, Identity::PerRequest)
+    pub fn per_request(reads: Arc<Reads>, settings: Settings) -> Server {
+        Server::new(reads, settings, Identity::PerRequest)
     }
 
-    fn new(pool: PgPool, settings: Settings, identity: Identity) -> Server {
+    fn new(reads: Arc<Reads>, settings: Settings, identity: Identity) -> Server {
         let Settings { embedder, quotas, max_upload_bytes } = settings;
         let tools = Server::tool_router();
-        Server { inner: Arc::new(Inner { pool, embedder, quotas, max_upload_bytes, identity, tools }) }
+        let pool = reads.primary().clone();
+        Server { inner: Arc::new(Inner { pool, reads, embedder, quotas, max_upload_bytes, identity, tools }) }
     }
 
     /// The transaction of a call, acting as its caller under row level security.

@@ -317,8 +317,12 @@ impl Server {
             threshold: args.threshold,
             mode: args.mode,
         };
-        let inner = &self.inner;
-        Ok(search::search(&inner.pool, inner.embedder.as_ref(), caller.user, caller.role, &request).await?)
+        let embedder = self.inner.embedder.as_ref();
+        let search = |pool| {
+            let request = &request;
+            async move { search::search(&pool, embedder, caller.user, caller.role, request).await }
+        };
+        Ok(self.inner.reads.run(search).await?)
     }
 
     async fn run_build_context(
@@ -338,8 +342,12 @@ impl Server {
             mode: args.mode,
             threshold: args.threshold,
         };
-        let inner = &self.inner;
-        Ok(context::build(&inner.pool, inner.embedder.as_ref(), caller.user, caller.role, &request).await?)
+        let embedder = self.inner.embedder.as_ref();
+        let build = |pool| {
+            let request = &request;
+            async move { context::build(&pool, embedder, caller.user, caller.role, request).await }
+        };
+        Ok(self.inner.reads.run(build).await?)
     }
 
     async fn run_list_buckets(&self, context: &RequestContext<RoleServer>) -> Result<serde_json::Value, ToolError> {

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod lexical;
 pub mod login;
 pub mod maintenance;
+pub mod replicas;
 pub mod stats;
 pub mod users;
 

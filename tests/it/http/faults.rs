@@ -42,13 +42,13 @@ const FILES: [&str; 8] = [
 const LEASE_SECS: &str = "3";
 
 /// A `kb serve` child process, SIGKILLed however the test ends.
-struct ServerProcess {
+pub(super) struct ServerProcess {
     child: Child,
     log: PathBuf,
 }
 
 impl ServerProcess {
-    fn spawn(args: &[String], log: &Path) -> ServerProcess {
+    pub(super) fn spawn(args: &[String], log: &Path) -> ServerProcess {
         let out = OpenOptions::new().create(true).append(true).open(log).expect("server log");
         let err = out.try_clone().expect("server log");
         let child = Command::new(env!("CARGO_BIN_EXE_kb"))
@@ -66,25 +66,25 @@ impl ServerProcess {
         ServerProcess { child, log: log.to_path_buf() }
     }
 
-    fn log_text(&self) -> String {
+    pub(super) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Fails the test with the server's log if the process has exited.
-    fn assert_running(&mut self) {
+    pub(super) fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("child status") {
             panic!("kb serve exited ({status}); its log:\n{}", self.log_text());
         }
     }
 
     /// SIGKILL: no graceful shutdown, no job handed back.
-    fn kill(&mut self) {
+    pub(super) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Waits (bounded) until `/readyz` answers 200.
-    async fn wait_ready(&mut self, client: &reqwest::Client, base: &str) {
+    pub(super) async fn wait_ready(&mut self, client: &reqwest::Client, base: &str) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(180) {
             self.assert_running();
@@ -105,16 +105,16 @@ impl Drop for ServerProcess {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local addr").port()
 }
 
-fn file_name(path: &str) -> &str {
+pub(super) fn file_name(path: &str) -> &str {
     path.rsplit('/').next().expect("a file name")
 }
 
-async fn upload(client: &reqwest::Client, base: &str, token: &str, bucket: &str, path: &str) -> Uuid {
+pub(super) async fn upload(client: &reqwest::Client, base: &str, token: &str, bucket: &str, path: &str) -> Uuid {
     let mime = match path.rsplit('.').next() {
         Some("md") => "text/markdown",
         Some("pdf") => "application/pdf",
@@ -287,7 +287,12 @@ async fn a_server_killed_mid_ingestion_recovers_every_upload_on_restart() {
     assert_eq!(ids, uploaded, "the documents are the ones the uploads created");
     // Every sample is a valid document: the crash may delay it, never fail it.
     for (id, name, status, error) in &documents {
-        assert_eq!(status, "ready", "{name} ({id}) ended {status:?} ({error:?}) after the crash:\n{state}");
+        assert_eq!(
+            status,
+            "ready",
+            "{name} ({id}) ended {status:?} ({error:?}) after the crash:\n{state}\nserver log:\n{}",
+            server.log_text()
+        );
     }
     assert_eq!(count(&admin, "SELECT count(*) FROM ingest_jobs WHERE status IN ('queued', 'running')").await, 0);
     let mismatched = count(

@@ -13,6 +13,7 @@ mod journey;
 mod limits;
 mod openapi;
 mod pool;
+mod replicas;
 mod rest;
 mod startup;
 mod streams;
