@@ -2,6 +2,7 @@
 //! `ingest`, `search` and `store` through `runtime`'s wiring; they hold no SQL and no pipeline
 //! logic of their own. Clap types live here only.
 
+pub mod bench;
 pub mod context;
 pub mod db;
 pub mod eval;
@@ -61,6 +62,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Serve kb to an AI agent over the Model Context Protocol on stdin/stdout (as the local owner).
     Mcp(mcp::McpArgs),
+    /// Benchmarks: `kb bench search` (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,6 +224,7 @@ impl Cli {
             Command::Token(args) => serve::token(&config, args).await.map(|()| ExitCode::SUCCESS),
             Command::Eval(args) => eval::run(&config, args).await.map(|()| ExitCode::SUCCESS),
             Command::Mcp(args) => mcp::run(&config, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(command) => bench::run(&config, command).await.map(|()| ExitCode::SUCCESS),
         }
     }
 }

@@ -1,0 +1,20 @@
+//! `kb bench`: measurements an operator can reproduce on their own machine.
+
+mod search;
+mod vectors;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Vector search on realistic rows: recall@10 against exact search, latency and
+    /// throughput of kb's SQL and HTTP search and of the spec's function, an index-effort
+    /// sweep, filtered queries; writes the rows for the side-by-side engines.
+    Search(search::SearchBenchArgs),
+}
+
+pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Search(args) => search::run(config, args).await,
+    }
+}
