@@ -44,8 +44,7 @@ def load(paths):
             series = run["engine"] if len(files_of[run["engine"]]) == 1 else f"{run['engine']} ({name})"
             runs.append({**run, "series": series})
         m = data.get("machine", {})
-        dim = f" x {data['dim']}-d" if "dim" in data else ""
-        title = f"{data['rows']:,} rows{dim}, k={data['k']}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores)"
+        title = f"{data['rows']:,} rows, k={data['k']}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores)"
         if title not in titles:
             titles.append(title)
     colors = {s: f"C{i % 10}" for i, s in enumerate(sorted({r["series"] for r in runs}))}
@@ -61,11 +60,20 @@ def by_series(runs):
     return dict(sorted(groups.items()))
 
 
+def recall(run):
+    """A run's recall, -1 where it has none (kb writes null when it measured none)."""
+    return -1 if run.get("recall") is None else run["recall"]
+
+
+def recall_text(run):
+    return "n/a" if recall(run) < 0 else f"{run['recall']:.3f}"
+
+
 def best(runs):
-    good = [r for r in runs if r["recall"] >= TARGET_RECALL]
+    good = [r for r in runs if recall(r) >= TARGET_RECALL]
     if good:
         return min(good, key=lambda r: r["p99_ms"])
-    return max(runs, key=lambda r: (r["recall"], -r["p99_ms"]))
+    return max(runs, key=lambda r: (recall(r), -r["p99_ms"]))
 
 
 def varying(settings):
@@ -100,7 +108,7 @@ def save(fig, ax, title, out_dir, name):
 
 def recall_latency(runs, title, out_dir):
     fig, ax = plt.subplots(figsize=(8, 5))
-    for series, group in by_series(runs).items():
+    for series, group in by_series([r for r in runs if recall(r) >= 0]).items():
         group.sort(key=lambda r: (r["recall"], r["p99_ms"]))
         ax.plot([r["recall"] for r in group], [r["p99_ms"] for r in group], marker="o", label=series,
                 color=group[0]["color"])
@@ -125,7 +133,7 @@ def throughput_clients(runs, title, out_dir):
         points = sorted((int(c), q) for c, q in r["qps"].items())
         clients.update(c for c, _ in points)
         ax.plot([c for c, _ in points], [q for _, q in points], marker="o", color=r["color"],
-                label=f"{series}: {r['setting']} (recall {r['recall']:.3f})")
+                label=f"{series}{': ' if r['setting'] else ''}{r['setting']} (recall {recall_text(r)})")
     ax.set_xscale("log", base=2)
     log_y(ax)
     ax.set_xticks(sorted(clients), [str(c) for c in sorted(clients)])
@@ -147,7 +155,7 @@ def p99_bars(ax, groups, labels):
                 xs.append(x + (i - (len(names) - 1) / 2) * width)
                 picks.append(best(g[name]))
         bars = ax.bar(xs, [r["p99_ms"] for r in picks], width, label=name, color=picks[0]["color"])
-        ax.bar_label(bars, [f"{r['p99_ms']:.3g} ms\nr={r['recall']:.3f}" for r in picks], fontsize=7)
+        ax.bar_label(bars, [f"{r['p99_ms']:.3g} ms\nr={recall_text(r)}" for r in picks], fontsize=7)
     ax.set_xticks(range(len(labels)), labels)
     log_y(ax)
     ax.margins(y=0.2)

@@ -166,7 +166,7 @@ def chroma(base, k, tmp, notes):
                  f"added in batches of {batch} (its max batch size) with metadata tag = id % 100, "
                  f"build_seconds is the whole insert; queried one embedding per call with "
                  f"n_results=k, include=['distances'], filters as where={{'tag': 0}} (1%) or "
-                 f"{{'tag': {{'$lt': p}}}}")
+                 f"{{'tag': {{'$lt': p}}}}; its Rust core runs a query with the GIL released")
 
     def searcher(percent):
         where = chroma_where(percent) if percent else None
@@ -188,7 +188,12 @@ def latency_and_recall(search, queries, truth):
         ids = search(q)
         ms.append((time.perf_counter() - start) * 1e3)
         hits += len(t & {int(i) for i in ids}) / len(t)
-    return hits / len(queries), np.array(ms)
+    return hits / len(queries), sorted(ms)
+
+
+def percentile(sorted_ms, p):
+    """The sorted value at index round((n - 1) p), as `kb bench search` computes it."""
+    return sorted_ms[int((len(sorted_ms) - 1) * p + 0.5)]
 
 
 def throughput(search, queries, clients, seconds):
@@ -245,11 +250,11 @@ def main():
         f"filter p%: rows whose tag (= id % 100) is < p; FAISS applies it during search with "
         f"IDSelectorBatch in SearchParameters / SearchParametersHNSW",
         f"latency: one client, one query per call (as a server answers one request), each query once "
-        f"after {WARMUP} warm-up queries; p50/p95/p99 by linear interpolation",
+        f"after {WARMUP} warm-up queries; a percentile p is the sorted latency at index round((n-1) p)",
         f"qps: that many Python threads each issuing single queries in a loop for {args.seconds:g} s, "
         f"completed queries / wall time; FAISS releases the GIL during search; FAISS OpenMP threads "
         f"are set to 1 in every searching thread, so concurrency comes from the clients; filtered "
-        f"runs measure no qps (null)",
+        f"runs measure no qps ({{}})",
         f"builds use each library's own threading: FAISS with {build_threads} OpenMP threads, Chroma "
         f"its defaults",
     ]
@@ -284,9 +289,9 @@ def main():
             for engine, setting, build_seconds, searcher in settings:
                 search = searcher(percent)
                 recall, ms = latency_and_recall(search, rows, truth[percent])
-                p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-                qps = None if percent else {str(c): round(throughput(search, rows, c, args.seconds), 1)
-                                            for c in args.clients}
+                p50, p95, p99 = (percentile(ms, p) for p in (0.5, 0.95, 0.99))
+                qps = {} if percent else {str(c): round(throughput(search, rows, c, args.seconds), 1)
+                                          for c in args.clients}
                 runs.append({"engine": engine, "setting": setting, "filter_percent": percent,
                              "build_seconds": round(build_seconds, 3), "recall": round(recall, 4),
                              "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3),

@@ -1,5 +1,6 @@
 //! `kb bench`: measurements an operator can reproduce on their own machine.
 
+mod ingest;
 mod search;
 mod vectors;
 
@@ -11,10 +12,15 @@ pub enum BenchCommand {
     /// throughput of kb's SQL and HTTP search and of the spec's function, an index-effort
     /// sweep, filtered queries; writes the rows for the side-by-side engines.
     Search(search::SearchBenchArgs),
+    /// Ingestion throughput (documents/s, chunks/s, MB/s) with a zero-cost embedder (the
+    /// pipeline's overhead), an OpenAI-compatible stand-in with latency and the local model;
+    /// re-ingest; throughput by `kb worker` process count; peak memory.
+    Ingest(ingest::IngestBenchArgs),
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Search(args) => search::run(config, args).await,
+        BenchCommand::Ingest(args) => ingest::run(config, args).await,
     }
 }
