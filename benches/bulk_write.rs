@@ -2,7 +2,8 @@
 //! unnest(..)` per document) against the baseline of one INSERT per row, with 384-dimension
 //! vectors, on kb's embedded PostgreSQL (a cluster in $KB_BENCH_DATA_DIR, default
 //! /tmp/kb-bench-cluster). DESIGN.md target: ~45-50k rows/s bulk against ~4k/s per row.
-//! Vectors are seeded pseudo-random: their values do not affect write speed.
+//! Vectors are seeded pseudo-random: their values do not affect write speed. Each chunk's
+//! text is ~900 characters of `sample_docs/` prose, as a 200-token chunk has.
 
 mod common;
 
@@ -14,12 +15,32 @@ use uuid::Uuid;
 
 const MODEL: &str = "bench/384";
 
+/// The text of `sample_docs/`'s text documents, for chunk-sized windows of real prose.
+fn sample_text() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_docs");
+    let mut names: Vec<_> = std::fs::read_dir(dir).expect("sample_docs").flatten().map(|e| e.path()).collect();
+    names.sort();
+    names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "txt"))
+        .map(|p| std::fs::read_to_string(p).expect("sample document"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `n` chunks of ~900 characters of real prose (a 200-token chunk's size; the full-text
+/// columns' cost grows with it), each with a 384-d vector.
 fn rows(n: usize, seed: u64) -> Vec<NewChunk> {
     let mut noise = common::Noise(seed | 1);
+    let text = sample_text();
+    let words: Vec<&str> = text.split(' ').collect();
     (0..n)
         .map(|i| NewChunk {
             chunk_index: i as i32,
-            content: format!("chunk {i} of a benchmark document about brand voice, campaigns and budgets"),
+            content: words.iter().cycle().skip(i * 37 % words.len()).take(150).copied().collect::<Vec<_>>().join(" "),
             content_hash: format!("{:064x}", seed.wrapping_mul(1_000_003) + i as u64),
             token_count: 200,
             embedding: Vector::from((0..384).map(|_| noise.next()).collect::<Vec<f32>>()),

@@ -28,8 +28,13 @@ if [[ ! -x "$PY" || "$(cat "$STAMP" 2>/dev/null)" != "${PACKAGES[*]}" ]]; then
   command -v python3 >/dev/null 2>&1 || die "python3 not found"
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "numpy ${PACKAGES[0]#numpy==} needs Python >= 3.11 (found $(python3 --version 2>&1))"
-  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 \
-    || die "python3 cannot create virtual environments; install Debian's python3-venv (apt-get install python3-venv)"
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    # Debian splits venv's pip bootstrap into python3-venv (as scripts/schemathesis.sh does).
+    as_root() { if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+    log "installing python3-venv"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends python3-venv >/dev/null
+  fi
   # A fresh environment each install: a half-built one (from a killed run) is not reused.
   rm -rf -- "$VENV"
   mkdir -p "$(dirname "$VENV")"

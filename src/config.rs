@@ -75,7 +75,7 @@ pub struct Config {
 }
 
 /// Four documents per core: most of a document's time outside the model is spent waiting on
-/// the database, and CPU work goes to the rayon pool anyway (measured in benches/ingest.rs).
+/// the database, and CPU work goes to the rayon pool anyway (measured with `kb bench ingest`).
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).clamp(4, 16)
 }

@@ -121,7 +121,7 @@ pub struct SearchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ReindexArgs {
-    /// Index method; without it, only indexes the data has outgrown are rebuilt (ivfflat).
+    /// Index method; without it, a model without an index gets hnsw and an outgrown ivfflat index is rebuilt.
     #[arg(long, value_enum)]
     pub method: Option<IndexMethodArg>,
 }

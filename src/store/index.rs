@@ -108,6 +108,31 @@ pub struct Maintenance {
 /// With `force`, rebuilds every model's index with that method. One model's failure is
 /// reported and does not stop the others.
 pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result<Maintenance, sqlx::Error> {
+    ensure_indexes_with(pool, force, HnswParams::default()).await
+}
+
+/// hnsw's graph: links per vector (`m`) and the candidates its build weighs (`ef_construction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    pub m: u32,
+    pub ef_construction: u32,
+}
+
+impl Default for HnswParams {
+    /// Twice pgvector's defaults (16, 64): on real embeddings at 100k rows (`kb bench
+    /// search`, BENCHMARKS.md) recall@10 0.963 at ef_search 320 where (16, 64) gave 0.929,
+    /// for a build 3x as long (77 s instead of 26 s on 2 cores).
+    fn default() -> HnswParams {
+        HnswParams { m: 32, ef_construction: 128 }
+    }
+}
+
+/// [`ensure_indexes`] building hnsw indexes with `hnsw` (`kb bench search` sweeps them).
+pub async fn ensure_indexes_with(
+    pool: &PgPool,
+    force: Option<IndexMethod>,
+    hnsw: HnswParams,
+) -> Result<Maintenance, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     // One builder at a time across processes: two would drop each other's staging index.
     // A session lock, since CREATE INDEX CONCURRENTLY runs outside any transaction.
@@ -116,14 +141,18 @@ pub async fn ensure_indexes(pool: &PgPool, force: Option<IndexMethod>) -> Result
     if !locked {
         return Ok(Maintenance::default());
     }
-    let built = build_outgrown(&mut conn, force).await;
+    let built = build_outgrown(&mut conn, force, hnsw).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext('kb:vector-indexes'))").execute(&mut *conn).await;
     let built = built?;
     unlocked?;
     Ok(built)
 }
 
-async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> Result<Maintenance, sqlx::Error> {
+async fn build_outgrown(
+    conn: &mut PgConnection,
+    force: Option<IndexMethod>,
+    hnsw: HnswParams,
+) -> Result<Maintenance, sqlx::Error> {
     let models: Vec<IndexState> = sqlx::query_as(
         "SELECT name, dimensions, index_method, index_lists, indexed_rows FROM public.embedding_models ORDER BY name",
     )
@@ -139,13 +168,18 @@ async fn build_outgrown(conn: &mut PgConnection, force: Option<IndexMethod>) -> 
             (Some(method), _) => method,
             (None, Some("hnsw")) => continue, // hnsw grows with the data; no rebuild needed
             (None, Some(_)) if rows < model.indexed_rows.unwrap_or(0).max(MIN_INDEXED_ROWS) * GROWTH_FACTOR => continue,
+            // An ivfflat index that the data outgrew is rebuilt as ivfflat (`kb reindex
+            // --method hnsw` moves it).
+            (None, Some(_)) => IndexMethod::Ivfflat,
             (None, None) if rows < MIN_INDEXED_ROWS => continue,
-            (None, _) => IndexMethod::Ivfflat,
+            // hnsw by default: on real embeddings (`kb bench search`, 100k rows) it reaches
+            // recall@10 0.95 at about half ivfflat's latency, and needs no rebuilds.
+            (None, None) => IndexMethod::Hnsw,
         };
         if rows == 0 {
             continue;
         }
-        match build_index(&mut *conn, model, method, rows).await {
+        match build_index(&mut *conn, model, method, rows, hnsw).await {
             Ok(build) => done.builds.push(build),
             Err(e) => {
                 tracing::warn!(model = %model.name, error = %e, "vector index build failed");
@@ -219,6 +253,7 @@ async fn build_index(
     model: &IndexState,
     method: IndexMethod,
     rows: i64,
+    hnsw: HnswParams,
 ) -> Result<IndexBuild, sqlx::Error> {
     let started = std::time::Instant::now();
     let name = index_name(&model.name);
@@ -226,7 +261,7 @@ async fn build_index(
     let lists = (method == IndexMethod::Ivfflat).then(|| ivfflat_lists(rows));
     let with = match lists {
         Some(lists) => format!("lists = {lists}"),
-        None => "m = 16, ef_construction = 64".to_string(),
+        None => format!("m = {}, ef_construction = {}", hnsw.m, hnsw.ef_construction),
     };
     tracing::info!(method = method.as_str(), rows, ?lists, "building vector index");
     // A killed build leaves an invalid staging index behind: clear it first.

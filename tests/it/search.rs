@@ -169,7 +169,10 @@ async fn the_search_plan_uses_the_models_vector_index() {
     let c = corpus(6_000).await;
     let builds = ensure_indexes(&c.db.pool, None).await.expect("index").builds;
     assert_eq!(builds.len(), 1, "an index is built once data exists");
-    assert_eq!(builds[0].lists, Some(6), "lists sized to the row count");
+    assert_eq!((builds[0].method, builds[0].lists), ("hnsw", None), "hnsw by default");
+    // An outgrown ivfflat index stays ivfflat, with lists sized to the row count.
+    let ivfflat = ensure_indexes(&c.db.pool, Some(IndexMethod::Ivfflat)).await.expect("ivfflat").builds;
+    assert_eq!(ivfflat[0].lists, Some(6), "lists sized to the row count");
 
     // The real function call, with filters, as the owner; the index it scanned, by name.
     let model = local_embedder().await.model().to_string();

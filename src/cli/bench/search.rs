@@ -25,7 +25,8 @@ use crate::http::auth::JwtKeys;
 use crate::http::{self, AppState, Limits};
 use crate::runtime;
 use crate::search::{self, Mode, SearchOptions, SearchRequest};
-use crate::store::{self, Role, buckets, chunks::NewChunk, documents, index::IndexMethod, login, users};
+use crate::store::index::{HnswParams, IndexMethod};
+use crate::store::{self, Role, buckets, chunks::NewChunk, documents, login, users};
 
 const K: usize = 10;
 /// Rows of the bench are spread over this many buckets: row i is in bucket i % BUCKETS, so a
@@ -52,8 +53,8 @@ pub struct SearchBenchArgs {
     /// Seconds of each throughput run.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Index methods measured, one after the other.
-    #[arg(long, value_delimiter = ',', default_value = "ivfflat,hnsw")]
+    /// Indexes measured, one after the other: `ivfflat`, or `hnsw:M:EF_CONSTRUCTION`.
+    #[arg(long, value_delimiter = ',', default_value = "ivfflat,hnsw:16:64,hnsw:32:128")]
     pub methods: Vec<String>,
     /// Where the rows (`vectors.npy`), queries (`queries.npy`) and results (`kb.json`) go.
     #[arg(long, default_value = "target/bench-search")]
@@ -244,6 +245,10 @@ async fn bench_in(
     let buckets = load(&admin, owner, &model, &data.texts, rows, parents).await?;
     let load_seconds = started.elapsed().as_secs_f64();
     eprintln!("loaded {} rows in {load_seconds:.1} s ({:.0} rows/s)", rows.len(), rows.len() as f64 / load_seconds);
+    // Statistics for the planner before anything is timed (autovacuum would take them later).
+    sqlx::query("ANALYZE public.knowledge_buckets, public.knowledge_documents, public.knowledge_chunks")
+        .execute(&admin)
+        .await?;
     let ids: Vec<(Uuid, i32)> =
         sqlx::query_as("SELECT id, (metadata->>'row')::int FROM public.knowledge_chunks").fetch_all(&admin).await?;
     let app_options: PgConnectOptions = cluster.database_url(database).parse()?;
@@ -261,20 +266,16 @@ async fn bench_in(
     let mut runs = Vec::new();
     runs.push(spec_function(&bench).await?);
     for method in &args.methods {
-        let method = match method.as_str() {
-            "ivfflat" => IndexMethod::Ivfflat,
-            "hnsw" => IndexMethod::Hnsw,
-            other => bail!("unknown index method {other:?} (ivfflat or hnsw)"),
-        };
+        let (method, hnsw) = parse_method(method)?;
         let started = Instant::now();
         eprintln!("building the {} index...", method.as_str());
-        let built = store::index::ensure_indexes(&admin, Some(method)).await?;
+        let built = store::index::ensure_indexes_with(&admin, Some(method), hnsw).await?;
         let build_seconds = started.elapsed().as_secs_f64();
         let lists = built.builds.first().and_then(|b| b.lists);
         eprintln!("  built in {build_seconds:.1} s");
         let index = match lists {
             Some(lists) => format!("ivfflat lists={lists}"),
-            None => "hnsw m=16 ef_construction=64".to_string(),
+            None => format!("hnsw m={} ef_construction={}", hnsw.m, hnsw.ef_construction),
         };
         let (setting, sweep): (&str, Vec<u32>) = match method {
             IndexMethod::Ivfflat => (
@@ -345,6 +346,20 @@ async fn bench_in(
     );
     admin.close().await;
     Ok(())
+}
+
+/// `ivfflat`, `hnsw` (pgvector's m and ef_construction) or `hnsw:M:EF_CONSTRUCTION`.
+fn parse_method(text: &str) -> anyhow::Result<(IndexMethod, HnswParams)> {
+    let mut parts = text.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ivfflat"), None, None, None) => Ok((IndexMethod::Ivfflat, HnswParams::default())),
+        (Some("hnsw"), None, None, None) => Ok((IndexMethod::Hnsw, HnswParams::default())),
+        (Some("hnsw"), Some(m), Some(ef), None) => {
+            let params = HnswParams { m: m.parse()?, ef_construction: ef.parse()? };
+            Ok((IndexMethod::Hnsw, params))
+        }
+        _ => bail!("unknown index {text:?}: ivfflat, hnsw or hnsw:M:EF_CONSTRUCTION"),
+    }
 }
 
 /// Writes the rows: BUCKETS buckets of the owner (the first ten of type `ten`), documents of

@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
+use crate::chunk::Tokenizer;
 use crate::embed::Embedder;
 
 /// Neighbours kept per base vector for the derivation.
@@ -40,8 +41,9 @@ pub struct Dataset {
     pub queries: Vec<Vec<f32>>,
 }
 
-/// The texts: (base, queries).
-fn texts(nfcorpus: Option<&Path>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+/// The texts, in named parts (each embedded and cached on its own): Debian's descriptions,
+/// NFCorpus's abstracts (words kept while they fit `max_tokens`), and the queries.
+fn texts(nfcorpus: Option<&Path>, tokenizer: &Tokenizer, max_tokens: usize) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
     let out = std::process::Command::new("apt-cache")
         .arg("dumpavail")
         .output()
@@ -55,24 +57,28 @@ fn texts(nfcorpus: Option<&Path>) -> anyhow::Result<(Vec<String>, Vec<String>)> 
         .map(|d| d.trim().to_string())
         .filter(|d| !d.is_empty())
         .collect();
-    let mut base = Vec::new();
+    let mut debian = Vec::new();
     let mut queries = Vec::new();
     for (i, d) in descriptions.into_iter().enumerate() {
-        if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1 { queries.push(d) } else { base.push(d) }
+        if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1 { queries.push(d) } else { debian.push(d) }
     }
+    let mut abstracts = Vec::new();
     if let Some(dir) = nfcorpus {
         for line in read_lines(&dir.join("corpus.jsonl"))? {
             let record: serde_json::Value = serde_json::from_str(&line).context("corpus.jsonl")?;
             let text = format!("{} {}", record["title"].as_str().unwrap_or(""), record["text"].as_str().unwrap_or(""));
-            let words: Vec<&str> = text.split_whitespace().take(NFCORPUS_WORDS).collect();
-            base.push(words.join(" "));
+            let mut words: Vec<&str> = text.split_whitespace().take(NFCORPUS_WORDS).collect();
+            while words.len() > 1 && tokenizer.count(&words.join(" ")) > max_tokens {
+                words.truncate(words.len() * 9 / 10);
+            }
+            abstracts.push(words.join(" "));
         }
         for line in read_lines(&dir.join("queries.jsonl"))? {
             let record: serde_json::Value = serde_json::from_str(&line).context("queries.jsonl")?;
             queries.push(record["text"].as_str().unwrap_or("").to_string());
         }
     }
-    Ok((base, queries))
+    Ok(vec![("debian", debian), ("nfcorpus", abstracts), ("queries", queries)])
 }
 
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
@@ -85,39 +91,48 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// The texts and their embeddings, from the cache when its key matches, else embedded now.
+/// The texts and their embeddings; each part from the cache when its key (the model and the
+/// texts' sha256) matches, else embedded now and cached at once.
 pub async fn load(embedder: &dyn Embedder, cache: &Path, nfcorpus: Option<&Path>) -> anyhow::Result<Dataset> {
-    let (texts, query_texts) = texts(nfcorpus)?;
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let mut data = Dataset { texts: Vec::new(), base: Vec::new(), query_texts: Vec::new(), queries: Vec::new() };
+    for (name, texts) in texts(nfcorpus, &embedder.tokenizer(), embedder.max_input_tokens())? {
+        let vectors = cached(embedder, cache, name, &texts).await?;
+        if name == "queries" {
+            data.query_texts = texts;
+            data.queries = vectors;
+        } else {
+            data.texts.extend(texts);
+            data.base.extend(vectors);
+        }
+    }
+    Ok(data)
+}
+
+async fn cached(embedder: &dyn Embedder, cache: &Path, name: &str, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut hash = Sha256::new();
     hash.update(embedder.model());
-    for t in texts.iter().chain(&query_texts) {
+    for t in texts {
         hash.update(t.as_bytes());
         hash.update([0]);
     }
     let key = format!("{:x}", hash.finalize());
-    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-    let key_file = cache.join("key");
+    let (key_file, npy) = (cache.join(format!("{name}.key")), cache.join(format!("{name}.npy")));
     if std::fs::read_to_string(&key_file).is_ok_and(|k| k.trim() == key) {
-        let base = read_npy(&cache.join("base.npy"))?;
-        let queries = read_npy(&cache.join("queries.npy"))?;
-        if base.len() == texts.len() && queries.len() == query_texts.len() {
-            eprintln!("{} base texts and {} queries: embeddings from {}", texts.len(), queries.len(), cache.display());
-            return Ok(Dataset { texts, base, query_texts, queries });
+        let vectors = read_npy(&npy)?;
+        if vectors.len() == texts.len() {
+            eprintln!("{} {name} texts: embeddings from {}", texts.len(), npy.display());
+            return Ok(vectors);
         }
     }
-    eprintln!(
-        "embedding {} base texts and {} queries with {} (cached in {} for later runs)...",
-        texts.len(),
-        query_texts.len(),
-        embedder.model(),
-        cache.display()
-    );
-    let base = embed_all(embedder, &texts).await?;
-    let queries = embed_all(embedder, &query_texts).await?;
-    write_npy(&cache.join("base.npy"), &base)?;
-    write_npy(&cache.join("queries.npy"), &queries)?;
+    eprintln!("embedding {} {name} texts with {} (cached in {} for later runs)...", texts.len(), embedder.model(), cache.display());
+    let vectors = embed_all(embedder, texts).await?;
+    write_npy(&npy, &vectors)?;
     std::fs::write(&key_file, &key).with_context(|| format!("writing {}", key_file.display()))?;
-    Ok(Dataset { texts, base, query_texts, queries })
+    Ok(vectors)
 }
 
 async fn embed_all(embedder: &dyn Embedder, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
