@@ -55,7 +55,7 @@ pub struct IngestBenchArgs {
     /// Milliseconds the stand-in takes to answer one request (OpenAI's are ~100-300 ms).
     #[arg(long, default_value_t = 150)]
     pub latency_ms: u64,
-    /// `kb worker` processes of each scaling run (stand-in embedder); empty for none.
+    /// `kb worker` processes of each scaling run (stand-in embedder); 0 for none.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub workers: Vec<usize>,
     /// Where the results (`ingest.json`) go.
@@ -94,7 +94,7 @@ async fn measure(config: &Config, args: &IngestBenchArgs, corpus: &Path) -> anyh
         runs.push(run);
     }
     let mut scaling = Vec::new();
-    for &workers in &args.workers {
+    for &workers in args.workers.iter().filter(|&&w| w > 0) {
         let run = worker_scaling(config, &admin, corpus, workers, &stand_in).await?;
         eprintln!("{}", serde_json::to_string(&run)?);
         scaling.push(run);

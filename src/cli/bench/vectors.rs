@@ -43,7 +43,11 @@ pub struct Dataset {
 
 /// The texts, in named parts (each embedded and cached on its own): Debian's descriptions,
 /// NFCorpus's abstracts (words kept while they fit `max_tokens`), and the queries.
-fn texts(nfcorpus: Option<&Path>, tokenizer: &Tokenizer, max_tokens: usize) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
+fn texts(
+    nfcorpus: Option<&Path>,
+    tokenizer: &Tokenizer,
+    max_tokens: usize,
+) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
     let out = std::process::Command::new("apt-cache")
         .arg("dumpavail")
         .output()
@@ -128,7 +132,12 @@ async fn cached(embedder: &dyn Embedder, cache: &Path, name: &str, texts: &[Stri
             return Ok(vectors);
         }
     }
-    eprintln!("embedding {} {name} texts with {} (cached in {} for later runs)...", texts.len(), embedder.model(), cache.display());
+    eprintln!(
+        "embedding {} {name} texts with {} (cached in {} for later runs)...",
+        texts.len(),
+        embedder.model(),
+        cache.display()
+    );
     let vectors = embed_all(embedder, texts).await?;
     write_npy(&npy, &vectors)?;
     std::fs::write(&key_file, &key).with_context(|| format!("writing {}", key_file.display()))?;
