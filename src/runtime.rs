@@ -77,7 +77,7 @@ pub async fn databases(config: &Config, app_connections: u32) -> anyhow::Result<
 /// Pools for the read replicas at `urls`, connected lazily: a replica that is down when the
 /// server starts is used once it is up (`store::replicas` checks it). As for the primary, the
 /// embedded cluster's replicas are reached as `kb_app`; a URL's own login otherwise.
-pub async fn read_replicas(
+pub fn read_replicas(
     config: &Config,
     urls: &[secrecy::SecretString],
     connections: u32,

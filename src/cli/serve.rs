@@ -236,7 +236,7 @@ pub async fn serve(config: &Config, args: ServeArgs) -> anyhow::Result<()> {
     let lease = Duration::from_secs(args.job_lease_secs);
     let mut workers = runtime::spawn_workers(&pipeline, args.workers, lease, config.job_timeout(), &stopped);
     runtime::spawn_maintenance(&mut workers, dbs.admin.clone(), stopped.clone());
-    let replicas = runtime::read_replicas(config, &args.read_database_url, args.db_connections).await?;
+    let replicas = runtime::read_replicas(config, &args.read_database_url, args.db_connections)?;
     let reads = store::replicas::Reads::new(dbs.app.clone(), replicas, Duration::from_millis(args.read_max_lag_ms));
     reads.spawn_monitor(stopped.clone());
     let mut state = AppState::new(dbs.app.clone(), embedder, jwt, args.limits());

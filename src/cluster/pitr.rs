@@ -92,18 +92,7 @@ impl Cluster {
         }
         let partial = self.backups_dir().join(format!("{in_progress}{}", std::process::id()));
         info!(path = %partial.display(), "taking a base backup");
-        let port = self.state.port.to_string();
-        let out = self
-            .run_bin("pg_basebackup")
-            .arg("-D")
-            .arg(&partial)
-            .args(["--format=plain", "--wal-method=stream", "--checkpoint=fast", "--no-password"])
-            .args(["--label", "kb base backup"])
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &port, "-U", &self.state.superuser])
-            .kb_output("pg_basebackup")
-            .await?;
+        let out = self.base_backup_command(&partial, "kb base backup").kb_output("pg_basebackup").await?;
         if !out.status.success() {
             let _ = fs::remove_dir_all(&partial);
             return Err(ClusterError::CommandFailed {
@@ -124,6 +113,21 @@ impl Cluster {
         let backup = BaseBackup { path, finished_at, start_wal };
         self.prune_backups(keep.max(1)).await?;
         Ok(backup)
+    }
+
+    /// `pg_basebackup` of this running cluster into `target`: plain files, with the WAL the
+    /// copy needs streamed alongside, after a fast checkpoint.
+    pub(super) fn base_backup_command(&self, target: &Path, label: &str) -> tokio::process::Command {
+        let mut command = self.run_bin("pg_basebackup");
+        command
+            .arg("-D")
+            .arg(target)
+            .args(["--format=plain", "--wal-method=stream", "--checkpoint=fast", "--no-password"])
+            .args(["--label", label])
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args(["-p", &self.state.port.to_string(), "-U", &self.state.superuser]);
+        command
     }
 
     /// Removes all but the newest `keep` base backups, and the archived WAL older than the

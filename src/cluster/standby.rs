@@ -30,18 +30,10 @@ impl Cluster {
         create_dirs_0755(&self.server_root)?;
         self.make_server_dir(&self.pg_dir, 0o700)?;
         info!(primary = %primary.pg_dir.display(), pg_dir = %self.pg_dir.display(), "copying the primary for a replica");
-        let port = primary.state.port.to_string();
-        let out = self
-            .run_bin("pg_basebackup")
-            .arg("-D")
-            .arg(&self.pg_dir)
-            .args(["--format=plain", "--wal-method=stream", "--checkpoint=fast", "--no-password"])
+        let out = primary
+            .base_backup_command(&self.pg_dir, "kb replica")
             // standby.signal, and primary_conninfo in postgresql.auto.conf.
             .arg("--write-recovery-conf")
-            .args(["--label", "kb replica"])
-            .arg("-h")
-            .arg(&primary.socket_dir)
-            .args(["-p", &port, "-U", &primary.state.superuser])
             .kb_output("pg_basebackup")
             .await?;
         if !out.status.success() {

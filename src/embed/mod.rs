@@ -148,10 +148,16 @@ pub fn default_model_dir() -> PathBuf {
     if let Some(dir) = env_dir("KB_MODEL_DIR") {
         return dir;
     }
+    cache_dir().join("models").join("all-MiniLM-L6-v2")
+}
+
+/// kb's cache: `$XDG_CACHE_HOME/kb`, else `~/.cache/kb` (the model, the benches' embeddings).
+pub fn cache_dir() -> PathBuf {
+    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let cache = env_dir("XDG_CACHE_HOME")
         .or_else(|| env_dir("HOME").map(|home| home.join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("kb").join("models").join("all-MiniLM-L6-v2")
+    cache.join("kb")
 }
 
 /// Builds the configured embedder. Loading the local model takes a second or two and ~100 MB,

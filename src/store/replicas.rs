@@ -45,14 +45,14 @@ struct Replica {
 }
 
 /// The pool a read runs on.
-pub struct Target {
-    pub pool: PgPool,
+struct Target {
+    pool: PgPool,
     replica: Option<usize>,
 }
 
 impl Target {
     /// `primary` or `replica`, for metrics.
-    pub fn database(&self) -> &'static str {
+    fn database(&self) -> &'static str {
         if self.replica.is_some() { "replica" } else { "primary" }
     }
 }
@@ -92,7 +92,7 @@ impl Reads {
     }
 
     /// The next current replica (round robin), or the primary when none is.
-    pub fn pick(&self) -> Target {
+    fn pick(&self) -> Target {
         let n = self.replicas.len();
         if n > 0 {
             let start = self.next.fetch_add(1, Ordering::Relaxed);

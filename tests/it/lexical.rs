@@ -147,7 +147,7 @@ async fn assert_statistics_exact(kb: &Kb, step: &str) -> lexical::TermStatistics
 }
 
 #[tokio::test]
-async fn term_statistics_stay_exact_through_insert_reingest_and_delete() {
+async fn term_statistics_stay_exact_through_insert_reingest_update_and_delete() {
     let kb = Kb::new("stats").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
@@ -168,6 +168,25 @@ async fn term_statistics_stay_exact_through_insert_reingest_and_delete() {
     assert!(edited.terms.iter().any(|(t, df)| t == "electr" && *df == 2), "{:?}", edited.terms);
     assert!(edited.terms.iter().any(|(t, _)| t == "heater"));
     assert!(!edited.terms.iter().any(|(t, _)| t == "age"), "a term gone from every chunk leaves");
+
+    // Written by hand (as the database owner): the full-text columns follow the content,
+    // whatever a statement sets them to.
+    sqlx::query("UPDATE public.knowledge_chunks SET fts = to_tsvector('simple', 'bogus'), fts_length = 1")
+        .execute(&kb.db.pool)
+        .await
+        .expect("update fts");
+    let kept = assert_statistics_exact(&kb, "after writing the full-text columns by hand").await;
+    assert_eq!(kept, edited, "the columns were kept");
+    sqlx::query(
+        "UPDATE public.knowledge_chunks SET content = 'Geothermal plants tap heat underground.'
+         WHERE content LIKE '%Batteries%'",
+    )
+    .execute(&kb.db.pool)
+    .await
+    .expect("update content");
+    let rewritten = assert_statistics_exact(&kb, "after rewriting a chunk's content").await;
+    assert!(rewritten.terms.iter().any(|(t, df)| t == "geotherm" && *df == 1), "{:?}", rewritten.terms);
+    assert!(!rewritten.terms.iter().any(|(t, _)| t == "batteri"), "the old content's terms leave");
 
     // A document deleted by its owner (chunks go by cascade, as the owner).
     let mut tx = store::begin_as(&kb.db.pool, kb.owner, Role::Authenticated).await.expect("begin");

@@ -164,7 +164,8 @@ pub async fn run(config: &Config, args: SearchBenchArgs) -> anyhow::Result<()> {
         bail!("kb bench search makes a database of its own in the embedded cluster: unset DATABASE_URL");
     }
     let embedder = runtime::load_embedder(config).await?;
-    let cache = args.cache.clone().unwrap_or_else(vectors::default_cache_dir).join(slug(embedder.model()));
+    let cache =
+        args.cache.clone().unwrap_or_else(|| crate::embed::cache_dir().join("bench")).join(slug(embedder.model()));
     let data = vectors::load(embedder.as_ref(), &cache, args.nfcorpus.as_deref()).await?;
     if data.base.len() <= 8 {
         bail!("only {} base texts: the bench needs thousands", data.base.len());

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -264,7 +264,7 @@ impl Rng {
     }
 }
 
-pub fn normalise(v: &mut [f32]) {
+fn normalise(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x /= norm);
@@ -277,7 +277,7 @@ pub fn exact_top_k(
     rows: &[Vec<f32>],
     queries: &[Vec<f32>],
     k: usize,
-    keep: impl Fn(usize) -> bool + Sync,
+    keep: impl Fn(usize) -> bool,
 ) -> anyhow::Result<Vec<Vec<(u32, f32)>>> {
     let dims = rows.first().map_or(0, Vec::len);
     let q =
@@ -332,7 +332,7 @@ pub fn write_npy(path: &Path, rows: &[Vec<f32>]) -> anyhow::Result<()> {
 }
 
 /// Reads what `write_npy` wrote.
-pub fn read_npy(path: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
+fn read_npy(path: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -354,16 +354,6 @@ pub fn read_npy(path: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
         .chunks_exact(width * 4)
         .map(|row| row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
         .collect())
-}
-
-/// `~/.cache/kb/bench` (or `$XDG_CACHE_HOME/kb/bench`).
-pub fn default_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("kb").join("bench")
 }
 
 #[cfg(test)]

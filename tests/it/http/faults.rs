@@ -104,6 +104,41 @@ impl Drop for ServerProcess {
     }
 }
 
+/// `kb serve` on its own embedded cluster in `data_dir`, at `addr`, with the tests' JWT
+/// secret and `extra` flags.
+pub(super) fn serve_args(data_dir: &Path, addr: &str, extra: &[&str]) -> Vec<String> {
+    let secret = std::str::from_utf8(SECRET).expect("ASCII secret");
+    let data_dir = data_dir.display().to_string();
+    let common = ["serve", "--data-dir", &data_dir, "--addr", addr, "--jwt-secret", secret];
+    common.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// A new user of the server's database (`admin`: its superuser), a token of theirs, and a
+/// bucket they made over HTTP: (token, bucket id).
+pub(super) async fn user_with_bucket(
+    admin: &PgPool,
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    bucket: &str,
+) -> (String, String) {
+    let user = users::ensure_user(&mut admin.acquire().await.expect("connection"), email).await.expect("user");
+    let token = JwtKeys::new(SECRET)
+        .expect("keys")
+        .mint(Some(user), Role::Authenticated, Duration::from_secs(900))
+        .expect("token");
+    let response = client
+        .post(format!("{base}/v1/buckets"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": bucket, "bucket_type": "brand" }))
+        .send()
+        .await
+        .expect("create bucket");
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("bucket JSON");
+    (token, body["id"].as_str().expect("bucket id").to_string())
+}
+
 /// A port nothing listens on right now.
 pub(super) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
@@ -172,23 +207,7 @@ async fn a_server_killed_mid_ingestion_recovers_every_upload_on_restart() {
     let _stop_cluster = StopOnDrop(cluster.clone());
     let addr = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{addr}");
-    let secret = std::str::from_utf8(SECRET).expect("ASCII secret").to_string();
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &data.path().display().to_string(),
-        "--addr",
-        &addr,
-        "--workers",
-        "2",
-        "--job-lease-secs",
-        LEASE_SECS,
-        "--jwt-secret",
-        &secret,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = serve_args(data.path(), &addr, &["--workers", "2", "--job-lease-secs", LEASE_SECS]);
     let log = data.path().join("serve.log");
     File::create(&log).expect("server log");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -198,22 +217,7 @@ async fn a_server_killed_mid_ingestion_recovers_every_upload_on_restart() {
 
     // Behind the API's back: the cluster superuser on the database `kb serve` uses.
     let admin = store::connect(&cluster.database_url("kb"), 2).await.expect("superuser connection");
-    let user =
-        users::ensure_user(&mut admin.acquire().await.expect("connection"), "crash@example.com").await.expect("user");
-    let token = JwtKeys::new(SECRET)
-        .expect("keys")
-        .mint(Some(user), Role::Authenticated, Duration::from_secs(900))
-        .expect("token");
-    let response = client
-        .post(format!("{base}/v1/buckets"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "crash", "bucket_type": "brand" }))
-        .send()
-        .await
-        .expect("create bucket");
-    assert_eq!(response.status(), 201);
-    let bucket: Value = response.json().await.expect("bucket JSON");
-    let bucket = bucket["id"].as_str().expect("bucket id").to_string();
+    let (token, bucket) = user_with_bucket(&admin, &client, &base, "crash@example.com", "crash").await;
 
     let mut uploaded = Vec::new();
     for path in FILES {

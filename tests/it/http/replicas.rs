@@ -9,13 +9,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kb::cluster::Cluster;
-use kb::http::auth::JwtKeys;
-use kb::store::{self, Role, users};
+use kb::store;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::SECRET;
-use super::faults::{ServerProcess, free_port, upload};
+use super::faults::{ServerProcess, free_port, serve_args, upload, user_with_bucket};
 use super::startup::StopOnDrop;
 
 const METRICS_TOKEN: &str = "replica-test-metrics";
@@ -125,27 +123,17 @@ async fn searches_run_on_a_current_replica_and_on_the_primary_when_it_lags_or_is
 
     let addr = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{addr}");
-    let secret = std::str::from_utf8(SECRET).expect("ASCII secret").to_string();
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &primary_dir.display().to_string(),
-        "--addr",
-        &addr,
+    let extra = [
         "--workers",
         "1",
-        "--jwt-secret",
-        &secret,
         "--metrics-token",
         METRICS_TOKEN,
         "--read-database-url",
         &read_url,
         "--read-max-lag-ms",
         "1000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
+    let args = serve_args(&primary_dir, &addr, &extra);
     let log = root.path().join("serve.log");
     File::create(&log).expect("server log");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -153,22 +141,7 @@ async fn searches_run_on_a_current_replica_and_on_the_primary_when_it_lags_or_is
     server.wait_ready(&client, &base).await;
 
     let admin = store::connect(&primary.database_url("kb"), 2).await.expect("primary superuser");
-    let user =
-        users::ensure_user(&mut admin.acquire().await.expect("connection"), "replica@example.com").await.expect("user");
-    let token = JwtKeys::new(SECRET)
-        .expect("keys")
-        .mint(Some(user), Role::Authenticated, Duration::from_secs(900))
-        .expect("token");
-    let response = client
-        .post(format!("{base}/v1/buckets"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "replicated", "bucket_type": "brand" }))
-        .send()
-        .await
-        .expect("create bucket");
-    assert_eq!(response.status(), 201);
-    let bucket: Value = response.json().await.expect("bucket JSON");
-    let bucket = bucket["id"].as_str().expect("bucket id").to_string();
+    let (token, bucket) = user_with_bucket(&admin, &client, &base, "replica@example.com", "replicated").await;
 
     // Current replica: the search runs there and finds what the primary wrote.
     let sla = upload(&client, &base, &token, &bucket, "sample_docs/customer-support-sla.txt").await.to_string();
