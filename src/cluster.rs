@@ -600,7 +600,6 @@ impl Cluster {
         let mut settings = String::from(
             "\n# ---- kb embedded cluster (appended by kb at initialisation) ----\n\
              listen_addresses = ''            # unix socket only, never TCP\n\
-             shared_buffers = 256MB\n\
              maintenance_work_mem = 512MB     # vector index builds\n\
              max_connections = 200            # parallel tests each open a pool\n\
              fsync = on                       # durability: accepted uploads are never lost\n",

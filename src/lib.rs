@@ -11,6 +11,7 @@ pub mod context;
 pub mod embed;
 pub mod extract;
 pub mod hash;
+pub mod host;
 pub mod http;
 pub mod ingest;
 pub mod mcp;

@@ -166,7 +166,12 @@ async fn build_outgrown(
             .await?;
         let method = match (force, model.index_method.as_deref()) {
             (Some(method), _) => method,
-            (None, Some("hnsw")) => continue, // hnsw grows with the data; no rebuild needed
+            (None, Some("hnsw")) => {
+                // hnsw grows with the data and needs no rebuild; its row count sets the
+                // search's effort (`nearest_knowledge_chunks`).
+                record_rows(&mut *conn, &model.name, rows).await?;
+                continue;
+            }
             (None, Some(_)) if rows < model.indexed_rows.unwrap_or(0).max(MIN_INDEXED_ROWS) * GROWTH_FACTOR => continue,
             // An ivfflat index that the data outgrew is rebuilt as ivfflat (`kb reindex
             // --method hnsw` moves it).
@@ -247,6 +252,46 @@ async fn build_content_index(conn: &mut PgConnection, model: &IndexState) -> Res
     }))
 }
 
+/// Records the rows a model's hnsw graph holds now.
+async fn record_rows(conn: &mut PgConnection, model: &str, rows: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE public.embedding_models SET indexed_rows = $2 WHERE name = $1 AND indexed_rows IS DISTINCT FROM $2",
+    )
+    .bind(model)
+    .bind(rows)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The `maintenance_work_mem` (kB) of a vector index build. An hnsw graph that outgrows it
+/// is finished on disk, many times slower (pgvector's "hnsw graph no longer fits into
+/// maintenance_work_mem"): 1M rows of 384 dimensions at m 32 need ~2.8 GB. So an hnsw build
+/// gets its graph's size (4 bytes per dimension and ~40 per link, measured with pgvector 0.8:
+/// 2,830 bytes per 384-d row at m 32), plus a tenth, at least 512 MB, at most a quarter of
+/// this machine's memory (the embedded cluster's; an external server is assumed to be no
+/// smaller), and never less than the server's own setting. ivfflat needs only its sample.
+fn build_memory_kb(
+    method: IndexMethod,
+    rows: i64,
+    dimensions: i32,
+    hnsw: HnswParams,
+    current_kb: i64,
+    host_kb: Option<i64>,
+) -> i64 {
+    const FLOOR_KB: i64 = 512 * 1024;
+    let wanted = match method {
+        IndexMethod::Ivfflat => FLOOR_KB,
+        IndexMethod::Hnsw => {
+            let row_bytes = 4 * i64::from(dimensions) + 40 * i64::from(hnsw.m) + 64;
+            let graph_kb = rows.saturating_mul(row_bytes) / 1024;
+            let cap = host_kb.map_or(2 * 1024 * 1024, |kb| kb / 4).max(FLOOR_KB);
+            (graph_kb + graph_kb / 10).clamp(FLOOR_KB, cap)
+        }
+    };
+    wanted.max(current_kb)
+}
+
 #[tracing::instrument(skip(conn, model), fields(model = %model.name))]
 async fn build_index(
     conn: &mut PgConnection,
@@ -266,7 +311,13 @@ async fn build_index(
     tracing::info!(method = method.as_str(), rows, ?lists, "building vector index");
     // A killed build leaves an invalid staging index behind: clear it first.
     sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS public.{staging}")).execute(&mut *conn).await?;
-    sqlx::query("SET maintenance_work_mem = '512MB'").execute(&mut *conn).await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'")
+            .fetch_one(&mut *conn)
+            .await?;
+    let memory_kb = build_memory_kb(method, rows, model.dimensions, hnsw, current, crate::host::memory_kb());
+    tracing::info!(memory_mb = memory_kb / 1024, "index build memory (maintenance_work_mem)");
+    sqlx::query(&format!("SET maintenance_work_mem = '{memory_kb}kB'")).execute(&mut *conn).await?;
     // Identifiers are ours; the model name is quoted by the server with %L.
     let ddl: String = sqlx::query_scalar(
         "SELECT format('CREATE INDEX CONCURRENTLY %I ON public.knowledge_chunks USING %s
@@ -353,5 +404,23 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         assert!(a.len() < 63);
+    }
+
+    #[test]
+    fn an_hnsw_build_gets_memory_for_its_graph() {
+        let hnsw = HnswParams::default();
+        let gib = 1024 * 1024;
+        let host = Some(24 * gib);
+        // Small tables keep the 512 MB floor; ivfflat never needs more.
+        assert_eq!(build_memory_kb(IndexMethod::Hnsw, 10_000, 384, hnsw, 65_536, host), 512 * 1024);
+        assert_eq!(build_memory_kb(IndexMethod::Ivfflat, 10_000_000, 384, hnsw, 65_536, host), 512 * 1024);
+        // 1M rows of 384-d at m 32: ~2.9 GB with the tenth added, under the 6 GB cap.
+        let million = build_memory_kb(IndexMethod::Hnsw, 1_000_000, 384, hnsw, 65_536, host);
+        assert!((2_900_000..3_300_000).contains(&million), "{million}");
+        // Capped at a quarter of the machine, or 2 GB when its memory is unknown.
+        assert_eq!(build_memory_kb(IndexMethod::Hnsw, 100_000_000, 384, hnsw, 65_536, host), 6 * gib);
+        assert_eq!(build_memory_kb(IndexMethod::Hnsw, 100_000_000, 384, hnsw, 65_536, None), 2 * gib);
+        // A server configured higher keeps its setting.
+        assert_eq!(build_memory_kb(IndexMethod::Hnsw, 10_000, 384, hnsw, 8 * gib, host), 8 * gib);
     }
 }

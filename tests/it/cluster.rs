@@ -60,13 +60,18 @@ async fn embedded_cluster_lifecycle() {
     // No TCP listener: unix socket only.
     let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut conn).await.expect("show");
     assert_eq!(listen, "");
-    for (setting, expected) in [
-        ("shared_buffers", "256MB"),
-        ("maintenance_work_mem", "512MB"),
-        ("max_connections", "200"),
-        ("fsync", "on"),
-        ("server_encoding", "UTF8"),
-    ] {
+    // Shared buffers: a quarter of the machine's (or container's) memory, 128 MB to 8 GB.
+    let expected_mb = kb::host::memory_kb().map_or(256, |kb| (kb / 4).clamp(128 * 1024, 8 * 1024 * 1024) / 1024);
+    let shared_kb: i64 = sqlx::query_scalar(
+        "SELECT setting::bigint * current_setting('block_size')::bigint / 1024 FROM pg_settings WHERE name = 'shared_buffers'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("shared_buffers");
+    assert_eq!(shared_kb, expected_mb * 1024, "shared_buffers");
+    for (setting, expected) in
+        [("maintenance_work_mem", "512MB"), ("max_connections", "200"), ("fsync", "on"), ("server_encoding", "UTF8")]
+    {
         let value: String = sqlx::query_scalar(&format!("SHOW {setting}")).fetch_one(&mut conn).await.expect("show");
         assert_eq!(value, expected, "{setting}");
     }

@@ -165,7 +165,8 @@ async fn kbs_connections_run_without_jit() {
 
 #[tokio::test]
 async fn the_search_plan_uses_the_models_vector_index() {
-    // More rows than a small tenant's exact search covers, so the vector index serves it.
+    // More rows than a small tenant's exact search covers (lowered below for this test, so
+    // the vector index serves it).
     let c = corpus(6_000).await;
     let builds = ensure_indexes(&c.db.pool, None).await.expect("index").builds;
     assert_eq!(builds.len(), 1, "an index is built once data exists");
@@ -178,6 +179,7 @@ async fn the_search_plan_uses_the_models_vector_index() {
     let model = local_embedder().await.model().to_string();
     let index = format!("public.{}", index_name(&model));
     let mut tx = store::begin_as(&c.db.pool, c.owner, Role::Authenticated).await.expect("begin");
+    sqlx::query("SET LOCAL kb.exact_search_max_rows = 1000").execute(&mut *tx).await.expect("set");
     let rows: Vec<Uuid> = sqlx::query_scalar(
         "SELECT chunk_id FROM search_knowledge_chunks(p_user_id => $1, p_query_embedding => $2,
            p_bucket_type => 'general', p_limit => 10, p_similarity_threshold => -1)",
@@ -195,6 +197,51 @@ async fn the_search_plan_uses_the_models_vector_index() {
         .expect("scans");
     assert!(scans >= 1, "the search did not scan {index}");
     tx.rollback().await.expect("rollback");
+}
+
+#[tokio::test]
+async fn the_hnsw_search_effort_grows_with_the_graph() {
+    let c = corpus(2_000).await;
+    let ef = |rows: Option<i64>, filtered: bool, limit: i32| {
+        let pool = c.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT public.hnsw_ef_search($1, $2, $3)")
+                .bind(rows)
+                .bind(filtered)
+                .bind(limit)
+                .fetch_one(&pool)
+                .await
+                .expect("ef_search")
+        }
+    };
+    assert_eq!(ef(None, false, 10).await, 250);
+    assert_eq!(ef(Some(100_000), false, 10).await, 250);
+    assert_eq!(ef(Some(100_000), true, 10).await, 400);
+    assert_eq!(ef(Some(1_000_000), false, 10).await, 791, "sqrt(10) x 250");
+    assert_eq!(ef(Some(1_000_000), true, 10).await, 1000, "capped at pgvector's limit");
+    assert_eq!(ef(Some(1_000), false, 300).await, 600, "at least twice the limit");
+
+    // The graph's row count is kept current by every index maintenance, not only at builds.
+    ensure_indexes(&c.db.pool, None).await.expect("index");
+    let model = local_embedder().await.model().to_string();
+    sqlx::query("UPDATE public.embedding_models SET indexed_rows = 5 WHERE name = $1")
+        .bind(&model)
+        .execute(&c.db.pool)
+        .await
+        .expect("update");
+    let again = ensure_indexes(&c.db.pool, None).await.expect("index");
+    assert!(again.builds.is_empty(), "hnsw is not rebuilt as it grows");
+    let rows: Option<i64> = sqlx::query_scalar("SELECT indexed_rows FROM public.embedding_models WHERE name = $1")
+        .bind(&model)
+        .fetch_one(&c.db.pool)
+        .await
+        .expect("rows");
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM public.knowledge_chunks WHERE embedding_model = $1")
+        .bind(&model)
+        .fetch_one(&c.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, Some(chunks));
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@
 //! Then ingestion throughput by worker count: the documents are queued, and 1, 2, 4 ... `kb
 //! worker` processes (one worker each, the stand-in embedder) drain the queue of the
 //! embedded cluster's database. The child processes' peak memory (VmHWM) is sampled every
-//! 50 ms. Every run has a bucket of its own in the data dir's database, deleted afterwards:
+//! 50 ms. Last, `kb serve` under load: uploads over HTTP while clients search, with the
+//! server's peak memory. Every run has a bucket of its own in the data dir's database, deleted afterwards:
 //! run it on a data dir of its own (`KB_DATA_DIR=/tmp/kb-bench`), where no `kb serve` runs.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use async_openai::types::embeddings::{
 };
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -58,6 +60,9 @@ pub struct IngestBenchArgs {
     /// `kb worker` processes of each scaling run (stand-in embedder); 0 for none.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub workers: Vec<usize>,
+    /// Search clients of the `kb serve` run (the server's peak memory under load); 0 skips it.
+    #[arg(long, default_value_t = 16)]
+    pub serve_clients: usize,
     /// Where the results (`ingest.json`) go.
     #[arg(long, default_value = "target/bench-ingest")]
     pub out: PathBuf,
@@ -99,8 +104,16 @@ async fn measure(config: &Config, args: &IngestBenchArgs, corpus: &Path) -> anyh
         eprintln!("{}", serde_json::to_string(&run)?);
         scaling.push(run);
     }
+    let serve = if args.serve_clients > 0 {
+        let run = serve_under_load(config, &admin, corpus, args.serve_clients).await?;
+        eprintln!("{}", serde_json::to_string(&run)?);
+        Some(run)
+    } else {
+        None
+    };
     let out = json!({
         "corpus": { "files": files, "bytes": bytes, "copies": args.copies },
+        "serve": serve,
         "stand_in_latency_ms": args.latency_ms,
         "runs": runs,
         "workers": scaling,
@@ -297,14 +310,7 @@ async fn worker_scaling(
         let _ = child.kill().await;
     }
     let seconds = outcome?;
-    let (ready, chunks): (i64, i64) = sqlx::query_as(
-        "SELECT count(DISTINCT d.id) FILTER (WHERE d.status = 'ready'), count(c.id)
-         FROM public.knowledge_documents d LEFT JOIN public.knowledge_chunks c ON c.document_id = d.id
-         WHERE d.bucket_id = $1",
-    )
-    .bind(bucket.id)
-    .fetch_one(admin)
-    .await?;
+    let (ready, chunks) = ready_and_chunks(admin, bucket.id).await?;
     delete_bucket(admin, bucket.id).await?;
     Ok(json!({
         "worker_processes": workers,
@@ -315,6 +321,186 @@ async fn worker_scaling(
         "chunks_per_second": round(chunks as f64 / seconds),
         "peak_memory_mib_per_worker": round(peak as f64 / 1024.0),
     }))
+}
+
+/// `kb serve` under load, as users run it (the local model, its in-process workers): the
+/// corpus's text documents uploaded over HTTP, 8 at a time, while `clients` clients search by
+/// text until every document is ready. The server's peak memory (VmHWM, sampled every 50
+/// ms), the time to ready, and the searches answered meanwhile with their latency.
+async fn serve_under_load(
+    config: &Config,
+    admin: &sqlx::PgPool,
+    corpus: &Path,
+    clients: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let texts: Vec<(String, String)> = collect(&[corpus.to_path_buf()])?
+        .into_iter()
+        .filter(|s| s.path.extension().is_some_and(|e| e != "pdf"))
+        .map(|s| Ok((s.file_name(), std::fs::read_to_string(&s.path)?)))
+        .collect::<anyhow::Result<_>>()?;
+    // A query per paragraph start: real phrases of the corpus.
+    let queries: Vec<String> = texts
+        .iter()
+        .flat_map(|(_, text)| text.split("\n\n").filter_map(|p| p.get(..p.len().min(120))).map(str::to_string))
+        .filter(|q| q.split_whitespace().count() > 4)
+        .take(64)
+        .collect();
+    if queries.is_empty() {
+        bail!("the corpus has no text documents to upload");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let base = format!("http://127.0.0.1:{port}");
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let mut command = kb_command(config, None)?;
+    command
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--jwt-secret", &secret])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut server = command.spawn().context("starting kb serve")?;
+    let pid = server.id().context("kb serve's pid")?;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if let Some(status) = server.try_wait()? {
+            bail!("kb serve exited with {status}");
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("kb serve was not ready in 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle_mib = vm_hwm(pid) as f64 / 1024.0;
+
+    let owner = users::ensure_user(&mut *admin.acquire().await?, "bench@kb.local").await?;
+    let token = crate::http::auth::JwtKeys::new(secret.as_bytes())?.mint(
+        Some(owner),
+        Role::Authenticated,
+        Duration::from_secs(3600),
+    )?;
+    let name = format!("bench-serve-{}", Uuid::new_v4().simple());
+    let bucket: serde_json::Value = http
+        .post(format!("{base}/v1/buckets"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": name, "bucket_type": "general" }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let bucket_id: Uuid = bucket["id"].as_str().and_then(|id| id.parse().ok()).context("bucket id")?;
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searchers: Vec<_> = (0..clients)
+        .map(|client| {
+            let (http, base, token, done, queries) =
+                (http.clone(), base.clone(), token.clone(), done.clone(), queries.clone());
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                let mut errors = 0usize;
+                let mut i = client;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let query = &queries[i % queries.len()];
+                    i += clients;
+                    let sent = Instant::now();
+                    let answer = http
+                        .post(format!("{base}/v1/search"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "query": query, "limit": 10 }))
+                        .send()
+                        .await;
+                    let answered = match answer {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    if answered {
+                        times.push(sent.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (times, errors)
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    let uploads = futures::stream::iter(texts.iter().map(|(file_name, content)| {
+        let request = http
+            .post(format!("{base}/v1/buckets/{bucket_id}/documents"))
+            .bearer_auth(&token)
+            .json(&json!({ "file_name": file_name, "content": content }));
+        async move { request.send().await?.error_for_status().map(|_| ()) }
+    }))
+    .buffer_unordered(8)
+    .collect::<Vec<_>>()
+    .await;
+    let failed_uploads = uploads.iter().filter(|u| u.is_err()).count();
+    let mut peak = 0;
+    let outcome = loop {
+        peak = peak.max(vm_hwm(pid));
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM public.knowledge_documents WHERE bucket_id = $1 AND status NOT IN ('ready', 'failed')",
+        )
+        .bind(bucket_id)
+        .fetch_one(admin)
+        .await?;
+        if pending == 0 {
+            break Ok(started.elapsed().as_secs_f64());
+        }
+        if let Some(status) = server.try_wait()? {
+            break Err(anyhow::anyhow!("kb serve exited with {status} under load"));
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            break Err(anyhow::anyhow!("the uploads were not ready in 30 minutes"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut times = Vec::new();
+    let mut search_errors = 0;
+    for searcher in searchers {
+        let (t, e) = searcher.await?;
+        times.extend(t);
+        search_errors += e;
+    }
+    peak = peak.max(vm_hwm(pid));
+    let _ = server.kill().await;
+    let seconds = outcome?;
+    let (ready, chunks) = ready_and_chunks(admin, bucket_id).await?;
+    delete_bucket(admin, bucket_id).await?;
+    times.sort();
+    let ms = |p: f64| {
+        times.get(((times.len().max(1) - 1) as f64 * p).round() as usize).map(|t| round(t.as_secs_f64() * 1e3))
+    };
+    Ok(json!({
+        "clients": clients,
+        "documents": texts.len(),
+        "failed_uploads": failed_uploads,
+        "documents_ready": ready,
+        "chunks": chunks,
+        "seconds": round(seconds),
+        "chunks_per_second": round(chunks as f64 / seconds),
+        "searches": times.len(),
+        "search_errors": search_errors,
+        "searches_per_second": round(times.len() as f64 / seconds),
+        "search_p50_ms": ms(0.5),
+        "search_p99_ms": ms(0.99),
+        "peak_memory_mib_idle": round(idle_mib),
+        "peak_memory_mib": round(peak as f64 / 1024.0),
+    }))
+}
+
+/// A bucket's documents ready and its chunks.
+async fn ready_and_chunks(admin: &sqlx::PgPool, bucket: Uuid) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(DISTINCT d.id) FILTER (WHERE d.status = 'ready'), count(c.id)
+         FROM public.knowledge_documents d LEFT JOIN public.knowledge_chunks c ON c.document_id = d.id
+         WHERE d.bucket_id = $1",
+    )
+    .bind(bucket)
+    .fetch_one(admin)
+    .await?)
 }
 
 async fn new_bucket(admin: &sqlx::PgPool, owner: Uuid, model: &str) -> anyhow::Result<store::Bucket> {

@@ -283,7 +283,7 @@ async fn bench_in(
                 "kb.ivfflat_probes",
                 [1, 2, 4, 8, 16, 32, 64].into_iter().filter(|p| *p <= lists.unwrap_or(1) as u32).collect(),
             ),
-            IndexMethod::Hnsw => ("kb.hnsw_ef_search", vec![10, 20, 40, 80, 160, 320]),
+            IndexMethod::Hnsw => ("kb.hnsw_ef_search", vec![10, 20, 40, 80, 160, 320, 640, 1000]),
         };
         for value in sweep {
             let pool = bench.app_pool(&[(setting, value.to_string())]).await?;
