@@ -120,8 +120,8 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     /// Twice pgvector's defaults (16, 64): on real embeddings at 100k rows (`kb bench
-    /// search`, BENCHMARKS.md) recall@10 0.963 at ef_search 320 where (16, 64) gave 0.929,
-    /// for a build 3x as long (77 s instead of 26 s on 2 cores).
+    /// search`, BENCHMARKS.md) recall@10 0.968 at ef_search 320 where (16, 64) gave 0.932,
+    /// for a build 3.6x as long (75 s instead of 21 s on 2 cores).
     fn default() -> HnswParams {
         HnswParams { m: 32, ef_construction: 128 }
     }
