@@ -20,6 +20,7 @@ mod streams;
 mod supabase;
 mod tokens;
 mod uploads;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
