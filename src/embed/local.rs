@@ -1,18 +1,18 @@
 //! The local embedder: a sentence-transformers BERT model (all-MiniLM-L6-v2 by default) run on
-//! the CPU through candle, reproducing sentence-transformers' output: the model's own
-//! tokenizer, attention-masked mean (or CLS) pooling, and L2 normalisation when the model
-//! declares it. Texts are batched by similar length so that short texts do not pay for padding.
+//! the CPU by kb's own encoder (`bert.rs`), reproducing sentence-transformers' output: the
+//! model's own tokenizer, mean (or CLS) pooling over each text's tokens, and L2 normalisation
+//! when the model declares it. A batch packs its texts without padding.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::{debug, instrument};
 
+use super::bert::{Config as BertConfig, Encoder};
 use super::{DEFAULT_LOCAL_MODEL, EmbedError, Embedder};
 use crate::chunk::Tokenizer;
 
@@ -47,13 +47,12 @@ impl std::fmt::Debug for LocalEmbedder {
 
 /// What runs on the blocking threads.
 struct Model {
-    bert: BertModel,
+    encoder: Encoder,
     tokenizer: Arc<tokenizers::Tokenizer>,
     pooling: Pooling,
     normalize: bool,
     dimensions: usize,
     max_input_tokens: usize,
-    device: Device,
 }
 
 #[derive(Deserialize)]
@@ -167,10 +166,6 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, EmbedErro
     serde_json::from_slice(&bytes).map_err(|e| EmbedError::Config(format!("{} is not valid: {e}", path.display())))
 }
 
-fn candle_error(context: &str) -> impl Fn(candle_core::Error) -> EmbedError + '_ {
-    move |e| EmbedError::Permanent(format!("{context}: {e}"))
-}
-
 impl LocalEmbedder {
     /// Loads a model from a directory in Hugging Face layout or, when `source` is not an existing
     /// directory, by hub id (e.g. "sentence-transformers/all-MiniLM-L6-v2"). `batch_size` is the
@@ -263,16 +258,15 @@ impl Model {
             Err(e) => return Err(EmbedError::Config(e.to_string())),
         };
 
-        let device = Device::Cpu;
         // Read into memory rather than mmap: mmap is `unsafe`, which this crate forbids, and 90 MB
         // is read once per process.
         let weights = std::fs::read(&files.weights)
             .map_err(|e| EmbedError::Config(format!("cannot read {}: {e}", files.weights.display())))?;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
             .map_err(|e| EmbedError::Config(format!("{} is not valid safetensors: {e}", files.weights.display())))?;
-        let bert =
-            BertModel::load(vb, &config).map_err(|e| EmbedError::Config(format!("cannot build the model: {e}")))?;
-        Ok(Model { bert, tokenizer, pooling, normalize, dimensions: config.hidden_size, max_input_tokens, device })
+        let encoder =
+            Encoder::load(vb, &config).map_err(|e| EmbedError::Config(format!("cannot build the model: {e}")))?;
+        Ok(Model { encoder, tokenizer, pooling, normalize, dimensions: config.hidden_size, max_input_tokens })
     }
 
     /// Tokenises, checks lengths, and embeds in batches of similar length. Blocking.
@@ -289,53 +283,58 @@ impl Model {
             }
         }
         let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
-        embed_in_length_batches(&lengths, batch_size, MAX_BATCH_ATTENTION_CELLS, |batch| {
+        embed_in_length_batches(&lengths, batch_size, MAX_BATCH_TOKENS, |batch| {
             let batch: Vec<&tokenizers::Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
             self.embed_batch(&batch)
         })
     }
 
-    /// One forward pass over texts padded to the longest of them.
+    /// One forward pass over a batch of texts, packed without padding.
     fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let width = batch.iter().map(|e| e.len()).max().unwrap_or(0);
         let started = std::time::Instant::now();
-        let mut ids = Vec::with_capacity(batch.len() * width);
-        let mut mask = Vec::with_capacity(batch.len() * width);
-        for encoding in batch {
-            let pad = width - encoding.len();
-            ids.extend(encoding.get_ids().iter().copied().chain(std::iter::repeat_n(0, pad)));
-            mask.extend(encoding.get_attention_mask().iter().copied().chain(std::iter::repeat_n(0, pad)));
-        }
-        let shape = (batch.len(), width);
-        let ids = Tensor::from_vec(ids, shape, &self.device).map_err(candle_error("building input ids"))?;
-        let mask = Tensor::from_vec(mask, shape, &self.device).map_err(candle_error("building the attention mask"))?;
-        // Single-sentence inputs: every token is segment 0.
-        let token_types = ids.zeros_like().map_err(candle_error("building token types"))?;
-        let hidden = self.bert.forward(&ids, &token_types, Some(&mask)).map_err(candle_error("running the model"))?;
-        let pooled = self.pool(&hidden, &mask).map_err(candle_error("pooling"))?;
-        let vectors = pooled.to_vec2::<f32>().map_err(candle_error("reading the vectors"))?;
-        debug!(texts = batch.len(), padded_tokens = width, ms = started.elapsed().as_millis() as u64, "embedded batch");
+        let ids: Vec<&[u32]> = batch.iter().map(|e| e.get_ids()).collect();
+        let tokens =
+            self.encoder.forward(&ids).map_err(|e| EmbedError::Permanent(format!("running the model: {e}")))?;
+        let mut rows = tokens.chunks_exact(self.dimensions);
+        let vectors = ids
+            .iter()
+            .map(|text| {
+                let text: Vec<&[f32]> = rows.by_ref().take(text.len()).collect();
+                self.pool(&text)
+            })
+            .collect();
+        debug!(
+            texts = batch.len(),
+            tokens = ids.iter().map(|t| t.len()).sum::<usize>(),
+            ms = started.elapsed().as_millis() as u64,
+            "embedded batch"
+        );
         Ok(vectors)
     }
 
-    /// Token vectors `[batch, tokens, hidden]` -> text vectors `[batch, hidden]`.
-    fn pool(&self, hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let pooled = match self.pooling {
-            Pooling::Cls => hidden.i((.., 0))?,
-            Pooling::Mean => {
-                // Padding must not count: zero its vectors and divide by the real token count.
-                let mask = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
-                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-                let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-                summed.broadcast_div(&counts)?
+    /// One text's token vectors -> its vector.
+    fn pool(&self, tokens: &[&[f32]]) -> Vec<f32> {
+        let mut pooled = vec![0f32; self.dimensions];
+        match self.pooling {
+            Pooling::Cls => {
+                if let Some(first) = tokens.first() {
+                    pooled.copy_from_slice(first);
+                }
             }
-        };
-        if !self.normalize {
-            return Ok(pooled);
+            Pooling::Mean => {
+                for token in tokens {
+                    pooled.iter_mut().zip(*token).for_each(|(p, t)| *p += t);
+                }
+                let count = tokens.len().max(1) as f32;
+                pooled.iter_mut().for_each(|p| *p /= count);
+            }
         }
-        // As torch.nn.functional.normalize: divide by max(norm, 1e-12).
-        let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
-        pooled.broadcast_div(&norms)
+        if self.normalize {
+            // As torch.nn.functional.normalize: divide by max(norm, 1e-12).
+            let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            pooled.iter_mut().for_each(|p| *p /= norm);
+        }
+        pooled
     }
 }
 
@@ -350,30 +349,27 @@ fn pooling_mode(config: &PoolingConfig) -> Result<Pooling, EmbedError> {
     }
 }
 
-/// Most attention-score cells (texts x padded length², per head) in one batch: 8 texts of 256
-/// tokens, 32 of 128. Attention scores grow with the square of the length: 32 texts of 256
-/// tokens need 100 MB per layer, which glibc maps fresh and unmaps after every layer, so each
-/// forward pass pays for page faults on new memory. Measured on 64 texts of 256 tokens: CPU
-/// time down from 31 s to 25 s (system time 13 s -> 6 s) against batches of 32; 4 texts per
-/// batch was slower again (smaller matrix products).
-pub(crate) const MAX_BATCH_ATTENTION_CELLS: usize = 256 * 256 * 8;
+/// Most tokens in one forward pass. A pass holds a few `[tokens, 4·hidden]` activations
+/// (6 KB per token for all-MiniLM-L6-v2's 1536-wide feed-forward layer): 4096 tokens keep them
+/// near 25 MB, past which the products stop gaining.
+pub(crate) const MAX_BATCH_TOKENS: usize = 2048;
 
 /// Groups item indices into batches of similar length: sorted by length, at most `max_texts`
-/// per batch, and at most `max_cells` of texts x longest² (so long texts get smaller batches).
-/// A single item always forms a batch, whatever its length.
-pub(crate) fn length_batches(lengths: &[usize], max_texts: usize, max_cells: usize) -> Vec<Vec<usize>> {
+/// and at most `max_tokens` tokens per batch. A single item always forms a batch, whatever
+/// its length.
+pub(crate) fn length_batches(lengths: &[usize], max_texts: usize, max_tokens: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     // Stable sort: equal lengths keep their input order, which keeps runs reproducible.
     order.sort_by_key(|&i| lengths[i]);
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
+    let mut tokens = 0;
     for index in order {
-        // Sorted ascending, so this item is the longest of the batch it joins.
-        let width = lengths[index];
-        let cells = (current.len() + 1) * width * width;
-        if !current.is_empty() && (current.len() == max_texts.max(1) || cells > max_cells) {
+        if !current.is_empty() && (current.len() == max_texts.max(1) || tokens + lengths[index] > max_tokens) {
             batches.push(std::mem::take(&mut current));
+            tokens = 0;
         }
+        tokens += lengths[index];
         current.push(index);
     }
     if !current.is_empty() {
@@ -485,21 +481,22 @@ mod tests {
 
     #[test]
     fn long_texts_get_smaller_batches_than_short_ones() {
-        let mut lengths = vec![256; 20];
+        let mut lengths = vec![256; 40];
         lengths.extend(vec![30; 40]);
-        let batches = length_batches(&lengths, 32, MAX_BATCH_ATTENTION_CELLS);
-        let short: Vec<usize> = batches.iter().filter(|b| lengths[b[0]] == 30).map(Vec::len).collect();
-        let long: Vec<usize> = batches.iter().filter(|b| lengths[b[0]] == 256).map(Vec::len).collect();
-        assert_eq!(short, vec![32, 8]);
-        assert_eq!(long, vec![8, 8, 4]);
+        let batches = length_batches(&lengths, 32, MAX_BATCH_TOKENS);
+        let mut seen: Vec<usize> = batches.concat();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>(), "every text in exactly one batch");
+        // The short texts fill a batch of 32; the long ones as many as the token budget holds.
+        assert_eq!(batches[0].len(), 32);
+        assert!(batches.iter().all(|b| b.len() <= 32));
         for batch in &batches {
-            let width = batch.iter().map(|&i| lengths[i]).max().unwrap_or(0);
-            assert!(batch.len() * width * width <= MAX_BATCH_ATTENTION_CELLS);
+            assert!(batch.iter().map(|&i| lengths[i]).sum::<usize>() <= MAX_BATCH_TOKENS);
         }
     }
 
     #[test]
-    fn a_text_too_long_for_the_cell_budget_still_gets_a_batch_of_its_own() {
+    fn a_text_too_long_for_the_token_budget_still_gets_a_batch_of_its_own() {
         assert_eq!(length_batches(&[5, 1000, 6], 32, 100), vec![vec![0, 2], vec![1]]);
     }
 

@@ -3,6 +3,7 @@
 //! endpoint ([`openai`]). Callers hold the chosen provider as `Arc<dyn Embedder>`, built once per
 //! process by [`from_config`].
 
+mod bert;
 pub mod local;
 pub mod openai;
 mod retry;

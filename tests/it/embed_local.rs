@@ -1,4 +1,4 @@
-//! The local model (all-MiniLM-L6-v2 through candle) against sentence-transformers' own output
+//! The local model (all-MiniLM-L6-v2 through kb's encoder) against sentence-transformers' own output
 //! in `tests/fixtures/reference_embeddings.json` (made by `scripts/reference_embeddings.py`).
 //! Needs the model installed by `scripts/setup.sh` (or `KB_MODEL_DIR`).
 
@@ -66,6 +66,39 @@ async fn the_local_model_matches_sentence_transformers_with_texts_batched_togeth
         assert!(similarity >= 0.999, "{}: cosine {similarity} < 0.999", item.label);
     }
     eprintln!("min cosine to sentence-transformers over {} texts: {min:.7}", items.len());
+}
+
+/// The encoder's kernels with their SIMD dispatch off (`KB_EMBED_SIMD=scalar`: the baseline
+/// instructions any CPU of the architecture has), through `kb bench embed` in a child process
+/// since the choice is made once per process.
+#[tokio::test]
+async fn the_kernels_without_wide_simd_give_the_same_vectors() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let reference = reference();
+    let items: Vec<&ReferenceItem> = reference.items.iter().filter(|i| !i.truncated).collect();
+    let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(["bench", "embed"])
+        .env("KB_EMBED_SIMD", "scalar")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kb bench embed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{}", serde_json::json!({ "texts": texts, "reps": 1, "batch": 4 })).expect("request");
+    drop(stdin);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("answer");
+    assert!(child.wait().expect("kb bench embed exits").success());
+    let answer: serde_json::Value = serde_json::from_str(&line).expect("a JSON answer");
+    let vectors: Vec<Vec<f32>> = serde_json::from_value(answer["vectors"].clone()).expect("vectors");
+    assert_eq!(vectors.len(), items.len());
+    for (item, vector) in items.iter().zip(&vectors) {
+        let similarity = cosine(vector, &item.embedding);
+        assert!(similarity >= 0.999, "{}: cosine {similarity} < 0.999 without wide SIMD", item.label);
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! `kb bench`: measurements an operator can reproduce on their own machine.
 
+mod embed;
 mod ingest;
 mod search;
 mod vectors;
@@ -16,11 +17,15 @@ pub enum BenchCommand {
     /// pipeline's overhead), an OpenAI-compatible stand-in with latency and the local model;
     /// re-ingest; throughput by `kb worker` process count; peak memory.
     Ingest(ingest::IngestBenchArgs),
+    /// The local embedder over stdin/stdout (JSON lines), for `benches/embed_side_by_side.sh`,
+    /// which times it against sentence-transformers in turns.
+    Embed(embed::EmbedBenchArgs),
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Search(args) => search::run(config, args).await,
         BenchCommand::Ingest(args) => ingest::run(config, args).await,
+        BenchCommand::Embed(args) => embed::run(args).await,
     }
 }
