@@ -452,35 +452,58 @@ impl pulp::WithSimd for AttentionText<'_, '_> {
         let h = op.hidden;
         let d = h / op.heads;
         let scale = 1.0 / (d as f32).sqrt();
-        let mut keys = vec![0f32; d * n];
-        let mut scores = vec![0f32; n];
+        // Keys transposed and padded with zero columns to whole blocks.
+        let width = n.div_ceil(BLOCK) * BLOCK;
+        let mut keys = vec![0f32; d * width];
+        let mut scores = vec![0f32; width];
         for head in 0..op.heads {
             let (q0, k0, v0) = (head * d, h + head * d, 2 * h + head * d);
             for (j, token) in qkv.chunks_exact(3 * h).enumerate() {
                 for (c, &k) in token[k0..k0 + d].iter().enumerate() {
-                    keys[c * n + j] = k;
+                    keys[c * width + j] = k;
                 }
             }
             for i in 0..n {
                 let query = &qkv[i * 3 * h + q0..][..d];
-                scores.fill(0.0);
-                for (&q, key) in query.iter().zip(keys.chunks_exact(n)) {
-                    let q = q * scale;
-                    for (s, k) in scores.iter_mut().zip(key) {
-                        *s += q * k;
+                // A block of scores stays in registers while every key dimension adds to it.
+                for (start, block) in scores.chunks_exact_mut(BLOCK).enumerate() {
+                    let mut acc = [0f32; BLOCK];
+                    for (c, &q) in query.iter().enumerate() {
+                        let q = q * scale;
+                        for (a, k) in acc.iter_mut().zip(&keys[c * width + start * BLOCK..][..BLOCK]) {
+                            *a += q * k;
+                        }
                     }
+                    block.copy_from_slice(&acc);
                 }
-                softmax(&mut scores);
+                let weights = &mut scores[..n];
+                softmax(weights);
                 let context = &mut out[i * h + q0..][..d];
-                for (&p, token) in scores.iter().zip(qkv.chunks_exact(3 * h)) {
-                    for (c, v) in context.iter_mut().zip(&token[v0..v0 + d]) {
-                        *c += p * v;
+                if d.is_multiple_of(BLOCK) {
+                    for (b, context) in context.chunks_exact_mut(BLOCK).enumerate() {
+                        let mut acc = [0f32; BLOCK];
+                        for (&p, token) in weights.iter().zip(qkv.chunks_exact(3 * h)) {
+                            for (a, v) in acc.iter_mut().zip(&token[v0 + b * BLOCK..][..BLOCK]) {
+                                *a += p * v;
+                            }
+                        }
+                        context.copy_from_slice(&acc);
+                    }
+                } else {
+                    for (&p, token) in weights.iter().zip(qkv.chunks_exact(3 * h)) {
+                        for (c, v) in context.iter_mut().zip(&token[v0..v0 + d]) {
+                            *c += p * v;
+                        }
                     }
                 }
             }
         }
     }
 }
+
+/// Columns of attention scores (and of a head's context) accumulated in registers at once:
+/// four AVX2 registers.
+const BLOCK: usize = 32;
 
 #[inline(always)]
 fn softmax(row: &mut [f32]) {
