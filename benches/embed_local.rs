@@ -1,8 +1,9 @@
-//! Local embedding throughput: texts per second of all-MiniLM-L6-v2 through candle on the CPU,
-//! for texts of exactly 32, 128 and 256 tokens ([CLS]/[SEP] included), 64 texts per `embed`
-//! call (batches of 32 inside). The baseline is Python sentence-transformers on the same
-//! machine with the same texts: `scripts/reference_speed.py` (about 10 texts/s at 256 tokens on
-//! 2 cores). Needs the model installed by `scripts/setup.sh` (or `KB_MODEL_DIR`).
+//! Local embedding throughput: texts per second of all-MiniLM-L6-v2 through kb's encoder on the
+//! CPU, for texts of exactly 32, 128 and 256 tokens ([CLS]/[SEP] included), 64 texts per `embed`
+//! call (batches of 32 inside). Absolute figures move with the machine's load; the comparison
+//! with Python sentence-transformers on the same texts is `benches/embed_side_by_side.sh`,
+//! which alternates the two in one run. Needs the model installed by `scripts/setup.sh` (or
+//! `KB_MODEL_DIR`).
 //!
 //!     cargo bench --bench embed_local            # full run
 //!     cargo bench --bench embed_local -- --quick # a rough number in a minute or two
@@ -13,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kb::chunk::Tokenizer;
 use kb::embed::{self, Embedder, LocalEmbedder};
 
-/// The same paragraph `scripts/reference_speed.py` cuts its texts from.
+/// The same paragraph `benches/embed_side_by_side.py` cuts its texts from.
 const PARAGRAPH: &str = "When you open a project after a few months away, the hardest part is remembering where things \
 live. The notes you took are scattered across markdown files, issue comments and commit messages, \
 and a plain text search only helps if you remember the exact words you used at the time. A local \

@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# The paragraph benches/embed_local.rs and scripts/reference_speed.py cut their texts from.
+# The paragraph benches/embed_local.rs cuts its texts from.
 PARAGRAPH = (
     "When you open a project after a few months away, the hardest part is remembering where things "
     "live. The notes you took are scattered across markdown files, issue comments and commit messages, "
