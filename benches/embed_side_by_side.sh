@@ -15,26 +15,15 @@ set -euo pipefail
 PACKAGES=(torch==2.15.0 sentence-transformers==6.3.0)
 VENV="${KB_EMBED_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kb/venv-embed}"
 PY="$VENV/bin/python"
-STAMP="$VENV/kb-bench-packages.txt" # written last, so only a complete install matches
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 
 log() { printf 'embed_side_by_side: %s\n' "$*" >&2; }
 die() { printf 'embed_side_by_side: error: %s\n' "$*" >&2; exit 1; }
 
-if [[ ! -x "$PY" || "$(cat "$STAMP" 2>/dev/null)" != "${PACKAGES[*]}" ]]; then
-  command -v python3 >/dev/null 2>&1 || die "python3 not found"
-  rm -rf -- "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  log "installing ${PACKAGES[*]} into $VENV"
-  python3 -m venv "$VENV" \
-    || die "python3 -m venv $VENV failed; on Debian install python3-venv (apt-get install python3-venv)"
-  "$PY" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}" >&2 \
-    || die "pip install ${PACKAGES[*]} failed"
-  "$PY" -c 'import torch, sentence_transformers' || die "the packages do not import after install"
-  printf '%s\n' "${PACKAGES[*]}" > "$STAMP"
-  log "installed"
-fi
+# shellcheck source=benches/venv.sh
+source "$HERE/venv.sh"
+ensure_venv "$VENV" 'import torch, sentence_transformers' "${PACKAGES[@]}"
 
 bash "$ROOT/scripts/setup.sh" >&2
 MODEL_DIR="${KB_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kb/models/all-MiniLM-L6-v2}"

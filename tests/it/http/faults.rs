@@ -156,8 +156,20 @@ pub(super) async fn upload(client: &reqwest::Client, base: &str, token: &str, bu
         _ => "text/plain",
     };
     let bytes = std::fs::read(repo_path(path)).expect("sample document");
-    let form = Form::new()
-        .part("file", Part::bytes(bytes).file_name(file_name(path).to_string()).mime_str(mime).expect("mime"));
+    upload_bytes(client, base, token, bucket, file_name(path), mime, bytes).await
+}
+
+/// Uploads `bytes` as the file `name`; the document's id.
+pub(super) async fn upload_bytes(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    bucket: &str,
+    name: &str,
+    mime: &str,
+    bytes: Vec<u8>,
+) -> Uuid {
+    let form = Form::new().part("file", Part::bytes(bytes).file_name(name.to_string()).mime_str(mime).expect("mime"));
     let response = client
         .post(format!("{base}/v1/buckets/{bucket}/documents"))
         .bearer_auth(token)
@@ -165,12 +177,12 @@ pub(super) async fn upload(client: &reqwest::Client, base: &str, token: &str, bu
         .send()
         .await
         .expect("upload");
-    assert_eq!(response.status(), 202, "{path} accepted");
+    assert_eq!(response.status(), 202, "{name} accepted");
     let body: Value = response.json().await.expect("upload JSON");
     body["id"].as_str().and_then(|id| id.parse().ok()).expect("document id")
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
+pub(super) async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
 }
 

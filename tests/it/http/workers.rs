@@ -13,12 +13,8 @@ use std::time::{Duration, Instant};
 use kb::chunk::TokenBudget;
 use kb::cluster::Cluster;
 use kb::extract::Format;
-use reqwest::multipart::{Form, Part};
-use serde_json::Value;
-use sqlx::PgPool;
-use uuid::Uuid;
 
-use super::faults::{ServerProcess, free_port, serve_args, user_with_bucket};
+use super::faults::{ServerProcess, count, free_port, serve_args, upload_bytes, user_with_bucket};
 use super::startup::StopOnDrop;
 use crate::helpers::{extract_limits, local_embedder};
 
@@ -56,24 +52,6 @@ async fn wait_for_log(process: &mut ServerProcess, line: &str) {
     }
 }
 
-async fn upload_text(client: &reqwest::Client, base: &str, token: &str, bucket: &str, name: &str, text: &str) -> Uuid {
-    let part = Part::bytes(text.as_bytes().to_vec()).file_name(name.to_string()).mime_str("text/plain").expect("mime");
-    let response = client
-        .post(format!("{base}/v1/buckets/{bucket}/documents"))
-        .bearer_auth(token)
-        .multipart(Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(response.status(), 202, "{name} accepted");
-    let body: Value = response.json().await.expect("upload JSON");
-    body["id"].as_str().and_then(|id| id.parse().ok()).expect("document id")
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
-}
-
 #[tokio::test]
 async fn serve_and_worker_processes_share_one_queue() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -98,11 +76,13 @@ async fn serve_and_worker_processes_share_one_queue() {
         wait_for_log(worker, "ingestion workers running").await;
     }
 
-    let admin = store_connect(&cluster).await;
+    // Behind the API's back: the cluster superuser on the database the processes use.
+    let admin = kb::store::connect(&cluster.database_url("kb"), 2).await.expect("superuser connection");
     let (token, bucket) = user_with_bucket(&admin, &client, &base, "scale@example.com", "scale").await;
     let mut uploaded = Vec::new();
     for i in 0..DOCUMENTS {
-        let id = upload_text(&client, &base, &token, &bucket, &format!("doc-{i:02}.txt"), &document(i)).await;
+        let name = format!("doc-{i:02}.txt");
+        let id = upload_bytes(&client, &base, &token, &bucket, &name, "text/plain", document(i).into_bytes()).await;
         uploaded.push((id, i));
     }
 
@@ -167,9 +147,4 @@ async fn serve_and_worker_processes_share_one_queue() {
         0,
         "every chunk embedded"
     );
-}
-
-/// The cluster superuser on the database the processes use, behind the API's back.
-async fn store_connect(cluster: &Cluster) -> PgPool {
-    kb::store::connect(&cluster.database_url("kb"), 2).await.expect("superuser connection")
 }
