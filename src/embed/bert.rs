@@ -4,19 +4,18 @@
 //! - **No padding.** The texts of a batch are packed row after row (`[tokens, hidden]`); the
 //!   matrix products see every token of the batch at once and attention runs per text, so a
 //!   short text never pays for a long one.
-//! - **Matrix products** through candle's (the `gemm` crate: runtime-dispatched AVX/AVX2/FMA
-//!   or NEON kernels, threaded by rayon), with the weights transposed once at load time and
-//!   query, key and value fused into one product.
-//! - **Everything else fused and threaded**: bias + GELU, bias + residual + LayerNorm, and
-//!   attention (scores, softmax, weighted sum) in one pass per text, each split over rayon's
-//!   threads and compiled for the widest SIMD the CPU has (`pulp`'s runtime dispatch of
-//!   plain loops, so the binary still runs on any x86-64 or aarch64 CPU).
-//!   `KB_EMBED_SIMD=scalar` turns the dispatch off (baseline instructions only).
+//! - **Matrix products** through faer's (runtime-dispatched AVX-512 / AVX2+FMA kernels, with a
+//!   portable fallback; threaded by rayon), written into buffers allocated once per pass, with
+//!   the weights transposed once at load time and query, key and value fused into one product.
+//!   Attention is two small products per (text, head) around a softmax, the pairs spread over
+//!   rayon's threads.
+//! - **Everything else fused and threaded**: bias + GELU, bias + residual + LayerNorm and the
+//!   softmax, each split over rayon's threads and compiled for the widest SIMD the CPU has
+//!   (`pulp`'s runtime dispatch of plain loops, so the binary still runs on any x86-64 or
+//!   aarch64 CPU). `KB_EMBED_SIMD=scalar` turns that dispatch off (baseline instructions only).
 
 use std::sync::OnceLock;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Device, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -66,10 +65,27 @@ struct Norm {
     beta: Vec<f32>,
 }
 
-/// A linear layer: `x · weight + bias`, the weight stored `[in, out]`.
+/// A linear layer: `x · weight + bias`, the weight stored `[in, out]` row-major.
 struct Dense {
-    weight: Tensor,
+    weight: Vec<f32>,
+    inputs: usize,
     bias: Vec<f32>,
+}
+
+impl Dense {
+    fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// `out = x · weight` for the `rows` rows of `x` (the bias is left to the fused kernel
+    /// that follows). `out` is reused across layers: the product overwrites it.
+    fn product(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        let (inputs, outputs) = (self.inputs, self.outputs());
+        let x = faer::MatRef::from_row_major_slice(&x[..rows * inputs], rows, inputs);
+        let weight = faer::MatRef::from_row_major_slice(&self.weight, inputs, outputs);
+        let out = faer::MatMut::from_row_major_slice_mut(&mut out[..rows * outputs], rows, outputs);
+        faer::linalg::matmul::matmul(out, faer::Accum::Replace, x, weight, 1.0, faer::Par::rayon(0));
+    }
 }
 
 struct Layer {
@@ -90,6 +106,7 @@ pub(super) struct Encoder {
     embedding_norm: Norm,
     layers: Vec<Layer>,
     hidden: usize,
+    intermediate: usize,
     heads: usize,
     positions: usize,
     vocab: usize,
@@ -109,8 +126,20 @@ fn norm(vb: VarBuilder, hidden: usize) -> candle_core::Result<Norm> {
 
 /// A PyTorch `Linear` (weight `[out, in]`) stored transposed for `x · weight`.
 fn dense(vb: VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Dense> {
-    let weight = vb.get((outputs, inputs), "weight")?.t()?.contiguous()?;
-    Ok(Dense { weight, bias: vector(&vb, outputs, "bias")? })
+    let weight = vb.get((outputs, inputs), "weight")?.t()?.flatten_all()?.to_vec1()?;
+    Ok(Dense { weight, inputs, bias: vector(&vb, outputs, "bias")? })
+}
+
+/// Query, key and value's layers as one `[hidden, 3·hidden]` product.
+fn fused(parts: [Dense; 3]) -> Dense {
+    let inputs = parts[0].inputs;
+    let mut weight = Vec::with_capacity(parts.iter().map(|p| p.weight.len()).sum());
+    for row in 0..inputs {
+        for part in &parts {
+            weight.extend_from_slice(&part.weight[row * part.outputs()..][..part.outputs()]);
+        }
+    }
+    Dense { weight, inputs, bias: parts.iter().flat_map(|p| p.bias.iter().copied()).collect() }
 }
 
 impl Encoder {
@@ -145,13 +174,8 @@ impl Encoder {
             let layer = vb.pp(format!("encoder.layer.{i}"));
             let attention = layer.pp("attention");
             let [q, k, v] = ["query", "key", "value"].map(|name| dense(attention.pp("self").pp(name), hidden, hidden));
-            let (q, k, v) = (q?, k?, v?);
-            let qkv = Dense {
-                weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 1)?.contiguous()?,
-                bias: [q.bias, k.bias, v.bias].concat(),
-            };
             layers.push(Layer {
-                qkv,
+                qkv: fused([q?, k?, v?]),
                 attention_out: dense(attention.pp("output.dense"), hidden, hidden)?,
                 attention_norm: norm(attention.pp("output.LayerNorm"), hidden)?,
                 up: dense(layer.pp("intermediate.dense"), hidden, config.intermediate_size)?,
@@ -166,6 +190,7 @@ impl Encoder {
             embedding_norm: norm(embeddings.pp("LayerNorm"), hidden)?,
             layers,
             hidden,
+            intermediate: config.intermediate_size,
             heads: config.num_attention_heads,
             positions: config.max_position_embeddings,
             vocab: config.vocab_size,
@@ -176,15 +201,15 @@ impl Encoder {
 
     /// The last layer's token vectors of `texts` (token ids, [CLS]/[SEP] included), packed:
     /// `[Σ lengths, hidden]` row-major, text after text.
-    pub(super) fn forward(&self, texts: &[&[u32]]) -> candle_core::Result<Vec<f32>> {
+    pub(super) fn forward(&self, texts: &[&[u32]]) -> Result<Vec<f32>, String> {
         let mut spans = Vec::with_capacity(texts.len());
         let mut offset = 0;
         for ids in texts {
             if ids.len() > self.positions {
-                candle_core::bail!("{} tokens, more than the model's {} positions", ids.len(), self.positions);
+                return Err(format!("{} tokens, more than the model's {} positions", ids.len(), self.positions));
             }
             if let Some(id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
-                candle_core::bail!("token id {id} outside the vocabulary of {}", self.vocab);
+                return Err(format!("token id {id} outside the vocabulary of {}", self.vocab));
             }
             spans.push((offset, ids.len()));
             offset += ids.len();
@@ -193,13 +218,20 @@ impl Encoder {
         if tokens == 0 {
             return Ok(Vec::new());
         }
+        let h = self.hidden;
         let mut x = self.embed(texts, tokens);
-        normalize_rows(&mut x, &self.embedding_norm, self.hidden, self.eps);
-        let mut x = Tensor::from_vec(x, (tokens, self.hidden), &Device::Cpu)?;
+        normalize_rows(&mut x, &self.embedding_norm, h, self.eps);
+        // The activations, allocated once per pass and overwritten layer after layer.
+        let mut buffers = Buffers {
+            qkv: vec![0f32; tokens * 3 * h],
+            context: vec![0f32; tokens * h],
+            attended: vec![0f32; tokens * h],
+            inner: vec![0f32; tokens * self.intermediate],
+        };
         for layer in &self.layers {
-            x = self.layer(layer, &x, &spans)?;
+            self.layer(layer, &mut x, &mut buffers, &spans);
         }
-        x.flatten_all()?.to_vec1()
+        Ok(x)
     }
 
     /// Word + position + token type embeddings of every token.
@@ -220,79 +252,60 @@ impl Encoder {
         x
     }
 
-    fn layer(&self, layer: &Layer, x: &Tensor, spans: &[(usize, usize)]) -> candle_core::Result<Tensor> {
-        let qkv = x.matmul(&layer.qkv.weight)?;
-        qkv.inplace_op1(&BiasActivation { bias: &layer.qkv.bias, activation: None })?;
-        let context = qkv.apply_op1_no_bwd(&Attention { spans, hidden: self.hidden, heads: self.heads })?;
-        let attended = context.matmul(&layer.attention_out.weight)?;
-        attended.inplace_op2(
-            x,
-            &ResidualNorm { bias: &layer.attention_out.bias, norm: &layer.attention_norm, eps: self.eps },
-        )?;
-        let inner = attended.matmul(&layer.up.weight)?;
-        inner.inplace_op1(&BiasActivation { bias: &layer.up.bias, activation: Some(self.activation) })?;
-        let out = inner.matmul(&layer.down.weight)?;
-        out.inplace_op2(&attended, &ResidualNorm { bias: &layer.down.bias, norm: &layer.output_norm, eps: self.eps })?;
-        Ok(out)
+    /// One encoder layer over `x` (`[tokens, hidden]`), in place.
+    fn layer(&self, layer: &Layer, x: &mut Vec<f32>, b: &mut Buffers, spans: &[(usize, usize)]) {
+        let tokens = x.len() / self.hidden;
+        layer.qkv.product(x, tokens, &mut b.qkv);
+        bias_activation(&mut b.qkv, &layer.qkv.bias, None);
+        attention(&b.qkv, &mut b.context, spans, self.hidden, self.heads);
+        layer.attention_out.product(&b.context, tokens, &mut b.attended);
+        residual_norm(&mut b.attended, x, &layer.attention_out.bias, &layer.attention_norm, self.eps);
+        layer.up.product(&b.attended, tokens, &mut b.inner);
+        bias_activation(&mut b.inner, &layer.up.bias, Some(self.activation));
+        // The layer's output lands in `context` (free again), which then becomes `x`.
+        layer.down.product(&b.inner, tokens, &mut b.context);
+        residual_norm(&mut b.context, &b.attended, &layer.down.bias, &layer.output_norm, self.eps);
+        std::mem::swap(x, &mut b.context);
     }
+}
+
+/// A forward pass's intermediate activations.
+struct Buffers {
+    /// `[tokens, 3·hidden]`
+    qkv: Vec<f32>,
+    /// `[tokens, hidden]`: attention's output, then the layer's.
+    context: Vec<f32>,
+    /// `[tokens, hidden]`
+    attended: Vec<f32>,
+    /// `[tokens, intermediate]`
+    inner: Vec<f32>,
 }
 
 /// Rows per rayon task in the row-wise kernels: enough work to outweigh the task's cost.
 const ROWS_PER_TASK: usize = 16;
 
-/// The contiguous f32 data of a kernel's operand (the encoder's tensors always are).
-fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op}: expected f32, got {:?}", storage.dtype()) };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: expected a contiguous tensor"),
-    }
-}
-
-fn f32_data_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a mut [f32]> {
-    let dtype = storage.dtype();
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op}: expected f32, got {dtype:?}") };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&mut data[start..end]),
-        None => candle_core::bail!("{op}: expected a contiguous tensor"),
-    }
-}
-
 /// `x += bias` per row, then the activation, in place.
-struct BiasActivation<'a> {
+fn bias_activation(x: &mut [f32], bias: &[f32], activation: Option<Activation>) {
+    x.par_chunks_mut(bias.len() * ROWS_PER_TASK).for_each(|rows| simd(BiasActivationRows { bias, activation, rows }));
+}
+
+struct BiasActivationRows<'a> {
     bias: &'a [f32],
     activation: Option<Activation>,
-}
-
-impl candle_core::InplaceOp1 for BiasActivation<'_> {
-    fn name(&self) -> &'static str {
-        "bias-activation"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let cols = self.bias.len();
-        let data = f32_data_mut(storage, layout, self.name())?;
-        data.par_chunks_mut(cols * ROWS_PER_TASK).for_each(|rows| simd(BiasActivationRows { op: self, rows }));
-        Ok(())
-    }
-}
-
-struct BiasActivationRows<'a, 'b> {
-    op: &'a BiasActivation<'b>,
     rows: &'a mut [f32],
 }
 
-impl pulp::WithSimd for BiasActivationRows<'_, '_> {
+impl pulp::WithSimd for BiasActivationRows<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let bias = self.op.bias;
+        let bias = self.bias;
         for row in self.rows.chunks_exact_mut(bias.len()) {
             for (v, b) in row.iter_mut().zip(bias) {
                 *v += b;
             }
-            match self.op.activation {
+            match self.activation {
                 None => {}
                 Some(Activation::Gelu) => {
                     for v in row.iter_mut() {
@@ -315,48 +328,32 @@ impl pulp::WithSimd for BiasActivationRows<'_, '_> {
 }
 
 /// `x = LayerNorm(x + bias + residual)` per row, in place.
-struct ResidualNorm<'a> {
+fn residual_norm(x: &mut [f32], residual: &[f32], bias: &[f32], norm: &Norm, eps: f32) {
+    let chunk = bias.len() * ROWS_PER_TASK;
+    x.par_chunks_mut(chunk)
+        .zip(residual.par_chunks(chunk))
+        .for_each(|(rows, residual)| simd(ResidualNormRows { rows, residual, bias, norm, eps }));
+}
+
+struct ResidualNormRows<'a> {
+    rows: &'a mut [f32],
+    residual: &'a [f32],
     bias: &'a [f32],
     norm: &'a Norm,
     eps: f32,
 }
 
-impl candle_core::InplaceOp2 for ResidualNorm<'_> {
-    fn name(&self) -> &'static str {
-        "residual-layer-norm"
-    }
-
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let cols = self.bias.len();
-        let residual = f32_data(s2, l2, self.name())?;
-        let data = f32_data_mut(s1, l1, self.name())?;
-        if residual.len() != data.len() {
-            candle_core::bail!("{}: operands of {} and {} values", self.name(), data.len(), residual.len());
-        }
-        data.par_chunks_mut(cols * ROWS_PER_TASK)
-            .zip(residual.par_chunks(cols * ROWS_PER_TASK))
-            .for_each(|(rows, residual)| simd(ResidualNormRows { op: self, rows, residual }));
-        Ok(())
-    }
-}
-
-struct ResidualNormRows<'a, 'b> {
-    op: &'a ResidualNorm<'b>,
-    rows: &'a mut [f32],
-    residual: &'a [f32],
-}
-
-impl pulp::WithSimd for ResidualNormRows<'_, '_> {
+impl pulp::WithSimd for ResidualNormRows<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let cols = self.op.bias.len();
+        let cols = self.bias.len();
         for (row, residual) in self.rows.chunks_exact_mut(cols).zip(self.residual.chunks_exact(cols)) {
-            for ((v, r), b) in row.iter_mut().zip(residual).zip(self.op.bias) {
+            for ((v, r), b) in row.iter_mut().zip(residual).zip(self.bias) {
                 *v += r + b;
             }
-            normalize(row, self.op.norm, self.op.eps);
+            normalize(row, self.norm, self.eps);
         }
     }
 }
@@ -397,113 +394,57 @@ fn normalize(row: &mut [f32], norm: &Norm, eps: f32) {
     }
 }
 
-/// Self-attention of each text over its own tokens: `[tokens, 3·hidden]` (query, key, value,
-/// each head's `hidden / heads` columns side by side) to `[tokens, hidden]`.
-struct Attention<'a> {
-    spans: &'a [(usize, usize)],
-    hidden: usize,
-    heads: usize,
-}
-
-impl candle_core::CustomOp1 for Attention<'_> {
-    fn name(&self) -> &'static str {
-        "attention"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let qkv = f32_data(storage, layout, self.name())?;
-        let h = self.hidden;
-        let tokens = qkv.len() / (3 * h);
-        let mut out = vec![0f32; tokens * h];
-        // Each text writes its own rows: split the output along the spans.
-        let mut parts = Vec::with_capacity(self.spans.len());
-        let mut rest = out.as_mut_slice();
-        for &(offset, len) in self.spans {
-            if offset + len > tokens {
-                candle_core::bail!("{}: span {offset}+{len} past {tokens} tokens", self.name());
-            }
-            let (part, tail) = rest.split_at_mut(len * h);
-            parts.push((offset, len, part));
-            rest = tail;
+/// Self-attention of each text over its own tokens: `qkv` is `[tokens, 3·hidden]` (query, key,
+/// value, each head's `hidden / heads` columns side by side), `out` is `[tokens, hidden]`.
+/// Every (text, head) pair is a task of two small matrix products around a softmax.
+fn attention(qkv: &[f32], out: &mut [f32], spans: &[(usize, usize)], hidden: usize, heads: usize) {
+    let d = hidden / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut tasks = Vec::with_capacity(spans.len() * heads);
+    let mut rest = faer::MatMut::from_row_major_slice_mut(out, out.len() / hidden, hidden);
+    for &(offset, n) in spans {
+        let (text, tail) = rest.split_at_row_mut(n);
+        rest = tail;
+        let rows = &qkv[offset * 3 * hidden..(offset + n) * 3 * hidden];
+        // Column `c` of the text's `[n, 3·hidden]` block, `d` wide.
+        let part = |c: usize| faer::MatRef::from_row_major_slice_with_stride(&rows[c..], n, d, 3 * hidden);
+        let mut text = text;
+        for head in 0..heads {
+            let (context, others) = text.split_at_col_mut(d);
+            text = others;
+            let (q, k, v) = (part(head * d), part(hidden + head * d), part(2 * hidden + head * d));
+            tasks.push((q, k, v, context));
         }
-        parts.into_par_iter().for_each(|(offset, len, out)| {
-            simd(AttentionText { op: self, qkv: &qkv[offset * 3 * h..(offset + len) * 3 * h], n: len, out });
-        });
-        Ok((CpuStorage::F32(out), Shape::from((tokens, h))))
     }
+    // One scores buffer per rayon job, reused by its tasks.
+    tasks.into_par_iter().for_each_init(Vec::new, |scores, (q, k, v, context)| {
+        let n = q.nrows();
+        scores.resize(n * n, 0.0);
+        let scores = &mut scores[..n * n];
+        let weights = faer::MatMut::from_row_major_slice_mut(scores, n, n);
+        faer::linalg::matmul::matmul(weights, faer::Accum::Replace, q, k.transpose(), scale, faer::Par::Seq);
+        simd(SoftmaxRows { rows: scores, n });
+        let weights = faer::MatRef::from_row_major_slice(scores, n, n);
+        faer::linalg::matmul::matmul(context, faer::Accum::Replace, weights, v, 1.0, faer::Par::Seq);
+    });
 }
 
-/// One text's attention, head after head. Scores are built row by row as sums of scaled key
-/// columns (the keys transposed once per head), so every inner loop runs along contiguous
-/// memory.
-struct AttentionText<'a, 'b> {
-    op: &'a Attention<'b>,
-    qkv: &'a [f32],
+/// Softmax of each `n`-wide row, in place.
+struct SoftmaxRows<'a> {
+    rows: &'a mut [f32],
     n: usize,
-    out: &'a mut [f32],
 }
 
-impl pulp::WithSimd for AttentionText<'_, '_> {
+impl pulp::WithSimd for SoftmaxRows<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let AttentionText { op, qkv, n, out } = self;
-        let h = op.hidden;
-        let d = h / op.heads;
-        let scale = 1.0 / (d as f32).sqrt();
-        // Keys transposed and padded with zero columns to whole blocks.
-        let width = n.div_ceil(BLOCK) * BLOCK;
-        let mut keys = vec![0f32; d * width];
-        let mut scores = vec![0f32; width];
-        for head in 0..op.heads {
-            let (q0, k0, v0) = (head * d, h + head * d, 2 * h + head * d);
-            for (j, token) in qkv.chunks_exact(3 * h).enumerate() {
-                for (c, &k) in token[k0..k0 + d].iter().enumerate() {
-                    keys[c * width + j] = k;
-                }
-            }
-            for i in 0..n {
-                let query = &qkv[i * 3 * h + q0..][..d];
-                // A block of scores stays in registers while every key dimension adds to it.
-                for (start, block) in scores.chunks_exact_mut(BLOCK).enumerate() {
-                    let mut acc = [0f32; BLOCK];
-                    for (c, &q) in query.iter().enumerate() {
-                        let q = q * scale;
-                        for (a, k) in acc.iter_mut().zip(&keys[c * width + start * BLOCK..][..BLOCK]) {
-                            *a += q * k;
-                        }
-                    }
-                    block.copy_from_slice(&acc);
-                }
-                let weights = &mut scores[..n];
-                softmax(weights);
-                let context = &mut out[i * h + q0..][..d];
-                if d.is_multiple_of(BLOCK) {
-                    for (b, context) in context.chunks_exact_mut(BLOCK).enumerate() {
-                        let mut acc = [0f32; BLOCK];
-                        for (&p, token) in weights.iter().zip(qkv.chunks_exact(3 * h)) {
-                            for (a, v) in acc.iter_mut().zip(&token[v0 + b * BLOCK..][..BLOCK]) {
-                                *a += p * v;
-                            }
-                        }
-                        context.copy_from_slice(&acc);
-                    }
-                } else {
-                    for (&p, token) in weights.iter().zip(qkv.chunks_exact(3 * h)) {
-                        for (c, v) in context.iter_mut().zip(&token[v0..v0 + d]) {
-                            *c += p * v;
-                        }
-                    }
-                }
-            }
+        for row in self.rows.chunks_exact_mut(self.n) {
+            softmax(row);
         }
     }
 }
-
-/// Columns of attention scores (and of a head's context) accumulated in registers at once:
-/// four AVX2 registers.
-const BLOCK: usize = 32;
 
 #[inline(always)]
 fn softmax(row: &mut [f32]) {
@@ -560,21 +501,25 @@ fn max(values: &[f32]) -> f32 {
 }
 
 /// e^x for the kernels: Cephes' `expf` (range reduction by ln 2, degree-6 polynomial; relative
-/// error about 1e-7), branch-free so that loops of it vectorise. Below -87.3 it returns 0.
+/// error about 1e-7), branch-free and without float-to-int conversions (which do not vectorise)
+/// so that loops of it compile to SIMD. Below -87.3 it returns 0.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + 0.5).floor();
-    let r = x - n * LN2_HI - n * LN2_LO;
+    // Adding 1.5·2^23 rounds to an integer, which then sits in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
+    let clamped = x.clamp(-87.3, 88.3);
+    let shifted = clamped * LOG2E + SHIFTER;
+    let n = shifted - SHIFTER;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
-    // 2^n through the exponent bits; n is within [-126, 127] after the clamp.
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n through the exponent bits; n is within [-126, 128) after the clamp.
+    let two_n = f32::from_bits(shifted.to_bits().wrapping_sub(SHIFTER.to_bits()).wrapping_add(127) << 23);
     let y = e * two_n;
     if x <= -87.3 { 0.0 } else { y }
 }
