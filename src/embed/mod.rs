@@ -1,7 +1,7 @@
 //! Embedding: chunk texts -> vectors, behind one small trait ([`Embedder`]) with two providers:
-//! the local sentence-transformers model run through candle ([`local`]) and OpenAI's embeddings
-//! endpoint ([`openai`]). Callers hold the chosen provider as `Arc<dyn Embedder>`, built once per
-//! process by [`from_config`].
+//! the local sentence-transformers model run by kb's own BERT encoder ([`local`]) and OpenAI's
+//! embeddings endpoint ([`openai`]). Callers hold the chosen provider as `Arc<dyn Embedder>`,
+//! built once per process by [`from_config`].
 
 mod bert;
 pub mod local;
