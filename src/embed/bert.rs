@@ -402,7 +402,7 @@ fn attention(qkv: &[f32], out: &mut [f32], spans: &[(usize, usize)], hidden: usi
     let scale = 1.0 / (d as f32).sqrt();
     let mut tasks = Vec::with_capacity(spans.len() * heads);
     let mut rest = faer::MatMut::from_row_major_slice_mut(out, out.len() / hidden, hidden);
-    for &(offset, n) in spans {
+    for &(offset, n) in spans.iter().filter(|&&(_, n)| n > 0) {
         let (text, tail) = rest.split_at_row_mut(n);
         rest = tail;
         let rows = &qkv[offset * 3 * hidden..(offset + n) * 3 * hidden];

@@ -2,9 +2,14 @@
 //! the CPU by kb's own encoder (`bert.rs`), reproducing sentence-transformers' output: the
 //! model's own tokenizer, mean (or CLS) pooling over each text's tokens, and L2 normalisation
 //! when the model declares it. A batch packs its texts without padding.
+//!
+//! One thread runs the model for the whole process. Calls that arrive while it is busy wait in
+//! its queue and then share forward passes (up to the batch size in texts): ingestion embeds a
+//! document's few chunks per call, several documents at once, and small passes that compete
+//! for the cores waste most of them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -25,12 +30,21 @@ pub enum Pooling {
     Cls,
 }
 
-/// A sentence-transformers model loaded once and shared; the model runs on blocking threads.
+/// A sentence-transformers model loaded once and shared; the model runs on its own thread,
+/// fed through `queue`.
 pub struct LocalEmbedder {
     name: String,
     model: Arc<Model>,
     tokenizer: Tokenizer,
-    batch_size: usize,
+    queue: mpsc::Sender<Request>,
+}
+
+/// One `embed` call waiting for the model's thread.
+struct Request {
+    texts: Vec<String>,
+    /// The caller's span, so that batch logs nest under the call.
+    span: tracing::Span,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
 }
 
 impl std::fmt::Debug for LocalEmbedder {
@@ -45,7 +59,7 @@ impl std::fmt::Debug for LocalEmbedder {
     }
 }
 
-/// What runs on the blocking threads.
+/// What runs on the model's thread.
 struct Model {
     encoder: Encoder,
     tokenizer: Arc<tokenizers::Tokenizer>,
@@ -193,12 +207,16 @@ impl LocalEmbedder {
             normalize = model.normalize,
             "loaded local embedding model"
         );
-        Ok(LocalEmbedder {
-            name,
-            tokenizer: Tokenizer::HuggingFace(model.tokenizer.clone()),
-            model: Arc::new(model),
-            batch_size: batch_size.max(1),
-        })
+        let model = Arc::new(model);
+        let (queue, requests) = mpsc::channel();
+        let runner = model.clone();
+        let batch_size = batch_size.max(1);
+        // The thread ends when the embedder (the queue's only sender) is dropped.
+        std::thread::Builder::new()
+            .name("kb-embed".into())
+            .spawn(move || run_queue(&runner, &requests, batch_size))
+            .map_err(|e| EmbedError::Config(format!("cannot start the embedding thread: {e}")))?;
+        Ok(LocalEmbedder { name, tokenizer: Tokenizer::HuggingFace(model.tokenizer.clone()), model, queue })
     }
 
     /// How token vectors are pooled into a text vector.
@@ -209,6 +227,52 @@ impl LocalEmbedder {
     /// Whether vectors are L2-normalised (unit length).
     pub fn normalizes(&self) -> bool {
         self.model.normalize
+    }
+}
+
+/// The model's thread: takes the next call and every call queued behind it, up to `batch_size`
+/// texts in all, and answers them from shared forward passes.
+fn run_queue(model: &Model, requests: &mpsc::Receiver<Request>, batch_size: usize) {
+    while let Ok(first) = requests.recv() {
+        let mut texts = first.texts.len();
+        let mut group = vec![first];
+        while texts < batch_size {
+            let Ok(next) = requests.try_recv() else { break };
+            texts += next.texts.len();
+            group.push(next);
+        }
+        // A panic fails the calls of this group (their replies are dropped), not the thread.
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(model, group, batch_size)));
+        if answered.is_err() {
+            tracing::error!("the embedding model panicked; its callers got an error");
+        }
+    }
+}
+
+fn answer(model: &Model, mut group: Vec<Request>, batch_size: usize) {
+    if group.len() == 1 {
+        let request = group.remove(0);
+        let result = request.span.in_scope(|| model.embed(&request.texts, batch_size));
+        let _ = request.reply.send(result);
+        return;
+    }
+    let texts: Vec<String> = group.iter().flat_map(|r| r.texts.iter().cloned()).collect();
+    match model.embed(&texts, batch_size) {
+        Ok(vectors) => {
+            let mut vectors = vectors.into_iter();
+            for request in group {
+                let own: Vec<Vec<f32>> = vectors.by_ref().take(request.texts.len()).collect();
+                let _ = request.reply.send(Ok(own));
+            }
+        }
+        // One call's bad input (a text over the window) must not fail the others, and its
+        // error must name its own text: each call runs alone.
+        Err(_) => {
+            for request in group {
+                let result = request.span.in_scope(|| model.embed(&request.texts, batch_size));
+                let _ = request.reply.send(result);
+            }
+        }
     }
 }
 
@@ -429,15 +493,13 @@ impl Embedder for LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let model = self.model.clone();
-        let texts = texts.to_vec();
-        let batch_size = self.batch_size;
-        // The forward passes keep a core busy for up to seconds: never on the async workers.
-        // The current span is carried over so batch logs nest under this call.
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| model.embed(&texts, batch_size)))
+        // The forward passes keep the cores busy for up to seconds: never on the async workers.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = Request { texts: texts.to_vec(), span: tracing::Span::current(), reply };
+        self.queue.send(request).map_err(|_| EmbedError::Permanent("the embedding thread stopped".into()))?;
+        answer
             .await
-            .map_err(|e| EmbedError::Permanent(format!("the embedding task failed: {e}")))?
+            .map_err(|_| EmbedError::Permanent("the embedding model failed on this call (see the log)".into()))?
     }
 }
 

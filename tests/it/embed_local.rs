@@ -165,3 +165,41 @@ async fn no_texts_need_no_work() {
     let model = load_model().await;
     assert!(model.embed(&[]).await.expect("empty input").is_empty());
 }
+
+/// Concurrent calls share the model's forward passes; each still gets its own vectors, and one
+/// call's text over the window fails that call alone, with the index of its own text.
+#[tokio::test]
+async fn concurrent_calls_share_passes_and_keep_their_own_answers_and_errors() {
+    let reference = reference();
+    let model = std::sync::Arc::new(load_model().await);
+    let long = reference.items.iter().find(|i| i.truncated).expect("the fixture has a truncated text");
+    let calls: Vec<Vec<String>> = (0..12)
+        .map(|i| match i {
+            5 => vec!["a short text".to_string(), long.text.clone()],
+            _ => (0..=i % 3)
+                .map(|j| format!("call {i} text {j}: {}", "billing and refunds ".repeat(i + j + 1)))
+                .collect(),
+        })
+        .collect();
+    let tasks: Vec<_> = calls
+        .iter()
+        .cloned()
+        .map(|texts| {
+            let model = model.clone();
+            tokio::spawn(async move { model.embed(&texts).await })
+        })
+        .collect();
+    for (i, (task, texts)) in tasks.into_iter().zip(&calls).enumerate() {
+        let result = task.await.expect("the call's task");
+        if i == 5 {
+            assert!(matches!(result, Err(EmbedError::InputTooLong { index: 1, .. })), "call 5: {result:?}");
+            continue;
+        }
+        let vectors = result.unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(vectors.len(), texts.len(), "call {i}");
+        for (text, vector) in texts.iter().zip(&vectors) {
+            let alone = model.embed(std::slice::from_ref(text)).await.expect("embed alone");
+            assert!(cosine(&alone[0], vector) >= 0.9999, "call {i} got another call's vector");
+        }
+    }
+}
