@@ -106,7 +106,6 @@ pub(super) struct Encoder {
     embedding_norm: Norm,
     layers: Vec<Layer>,
     hidden: usize,
-    intermediate: usize,
     heads: usize,
     positions: usize,
     vocab: usize,
@@ -190,7 +189,6 @@ impl Encoder {
             embedding_norm: norm(embeddings.pp("LayerNorm"), hidden)?,
             layers,
             hidden,
-            intermediate: config.intermediate_size,
             heads: config.num_attention_heads,
             positions: config.max_position_embeddings,
             vocab: config.vocab_size,
@@ -226,7 +224,7 @@ impl Encoder {
             qkv: vec![0f32; tokens * 3 * h],
             context: vec![0f32; tokens * h],
             attended: vec![0f32; tokens * h],
-            inner: vec![0f32; tokens * self.intermediate],
+            inner: vec![0f32; tokens * self.layers.iter().map(|l| l.up.outputs()).max().unwrap_or(0)],
         };
         for layer in &self.layers {
             self.layer(layer, &mut x, &mut buffers, &spans);

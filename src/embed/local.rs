@@ -251,9 +251,7 @@ fn run_queue(model: &Model, requests: &mpsc::Receiver<Request>, batch_size: usiz
 
 fn answer(model: &Model, mut group: Vec<Request>, batch_size: usize) {
     if group.len() == 1 {
-        let request = group.remove(0);
-        let result = request.span.in_scope(|| model.embed(&request.texts, batch_size));
-        let _ = request.reply.send(result);
+        answer_alone(model, group.remove(0), batch_size);
         return;
     }
     let texts: Vec<String> = group.iter().flat_map(|r| r.texts.iter().cloned()).collect();
@@ -266,14 +264,15 @@ fn answer(model: &Model, mut group: Vec<Request>, batch_size: usize) {
             }
         }
         // One call's bad input (a text over the window) must not fail the others, and its
-        // error must name its own text: each call runs alone.
-        Err(_) => {
-            for request in group {
-                let result = request.span.in_scope(|| model.embed(&request.texts, batch_size));
-                let _ = request.reply.send(result);
-            }
-        }
+        // error must name its own text: each call runs alone. Lengths are checked before any
+        // forward pass, so the failed group cost only its tokenization.
+        Err(_) => group.into_iter().for_each(|request| answer_alone(model, request, batch_size)),
     }
+}
+
+fn answer_alone(model: &Model, request: Request, batch_size: usize) {
+    let result = request.span.in_scope(|| model.embed(&request.texts, batch_size));
+    let _ = request.reply.send(result);
 }
 
 /// The readable part of the name stored with vectors of a model loaded from a directory: the
