@@ -21,8 +21,8 @@ ROOT="$(cd "$HERE/.." && pwd)"
 log() { printf 'embed_side_by_side: %s\n' "$*" >&2; }
 die() { printf 'embed_side_by_side: error: %s\n' "$*" >&2; exit 1; }
 
-# shellcheck source=benches/venv.sh
-source "$HERE/venv.sh"
+# shellcheck source=scripts/venv.sh
+source "$HERE/../scripts/venv.sh"
 ensure_venv "$VENV" 'import torch, sentence_transformers' "${PACKAGES[@]}"
 
 bash "$ROOT/scripts/setup.sh" >&2

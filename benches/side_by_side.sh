@@ -25,8 +25,8 @@ die() { printf 'side_by_side: error: %s\n' "$*" >&2; exit 1; }
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || die "numpy ${PACKAGES[0]#numpy==} needs Python >= 3.11 (found $(python3 --version 2>&1))"
-# shellcheck source=benches/venv.sh
-source "$HERE/venv.sh"
+# shellcheck source=scripts/venv.sh
+source "$HERE/../scripts/venv.sh"
 ensure_venv "$VENV" 'import numpy, faiss, chromadb, matplotlib' "${PACKAGES[@]}"
 
 if [[ "${1:-}" == plot ]]; then

@@ -29,22 +29,9 @@ fi
 command -v python3 >/dev/null 2>&1 || die "python3 not found (it also installs the model: run scripts/setup.sh)"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
   || die "schemathesis $VERSION needs Python >= 3.10 (found $(python3 --version 2>&1))"
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  # Debian splits venv's pip bootstrap into python3-venv.
-  as_root() { if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-  log "installing python3-venv"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update >/dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends python3-venv >/dev/null
-fi
-
-# A fresh environment each install: a half-built one (from a killed run) is not reused,
-# since the version check above only passes once schemathesis runs.
-rm -rf -- "$VENV"
-mkdir -p "$(dirname "$VENV")"
-log "installing schemathesis $VERSION into $VENV"
-python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$VERSION" >&2 \
-  || die "pip install schemathesis==$VERSION failed"
+# shellcheck source=scripts/venv.sh
+source "$(dirname "$0")/venv.sh"
+ensure_venv "$VENV" 'import schemathesis' "schemathesis==$VERSION"
 [[ "$(installed_version)" == "$VERSION" ]] || die "schemathesis $VERSION not runnable at $BIN after install"
 log "$VERSION: installed ($BIN)"
 printf '%s\n' "$BIN"
