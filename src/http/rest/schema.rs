@@ -138,9 +138,11 @@ impl SchemaCache {
         self.relations.get(&(schema.to_owned(), name.to_owned())).filter(|r| r.kind != 'c')
     }
 
-    /// Reads the catalog.
+    /// Reads the catalog, all of it from one snapshot: a load that overlaps DDL sees either
+    /// none of a change or all of it (never, say, a new function without the table it returns).
     pub async fn load(pool: &PgPool, schemas: &[String]) -> Result<SchemaCache, sqlx::Error> {
-        let mut conn = pool.acquire().await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
         let mut relations: HashMap<(String, String), Relation> = HashMap::new();
         type RelationRow = (String, String, String, Option<String>, Vec<String>, i32);
         let rows: Vec<RelationRow> = sqlx::query_as(
@@ -155,7 +157,7 @@ impl SchemaCache {
                              JOIN pg_namespace pn ON pn.oid = p.pronamespace WHERE pn.nspname = ANY($1))",
         )
         .bind(schemas)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *tx)
         .await?;
         for (schema, name, kind, comment, roles, writable) in rows {
             let kind = kind.chars().next().unwrap_or('r');
@@ -184,7 +186,7 @@ impl SchemaCache {
              ORDER BY c.oid, a.attnum",
         )
         .bind(relations.values().map(|r| r.qualified()).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *tx)
         .await?;
         for (schema, table, name, type_name, nullable, default, generated, comment) in columns {
             if let Some(relation) = relations.get_mut(&(schema, table)) {
@@ -199,7 +201,7 @@ impl SchemaCache {
              WHERE n.nspname = ANY($1) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL",
         )
         .bind(schemas)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *tx)
         .await?;
         for (schema, table, primary, columns) in keys {
             if let Some(relation) = relations.get_mut(&(schema, table)) {
@@ -224,7 +226,7 @@ impl SchemaCache {
              ORDER BY con.conname",
         )
         .bind(schemas)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *tx)
         .await?;
         let foreign_keys = foreign
             .into_iter()
@@ -238,7 +240,8 @@ impl SchemaCache {
                 ref_columns,
             })
             .collect();
-        let functions = load_functions(&mut conn, schemas, &relations).await?;
+        let functions = load_functions(&mut tx, schemas, &relations).await?;
+        tx.commit().await?;
         Ok(SchemaCache { schemas: schemas.to_vec(), relations, foreign_keys, functions })
     }
 }
@@ -354,13 +357,20 @@ async fn load_functions(
 #[derive(Clone)]
 pub struct SharedCache {
     inner: Arc<RwLock<Arc<SchemaCache>>>,
+    /// Held from a reload's read to its swap, so reloads end in the order they began and an
+    /// older snapshot never replaces a newer one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
     schemas: Arc<Vec<String>>,
 }
 
 impl SharedCache {
     pub fn new(schemas: Vec<String>) -> SharedCache {
         let empty = SchemaCache { schemas: schemas.clone(), ..SchemaCache::default() };
-        SharedCache { inner: Arc::new(RwLock::new(Arc::new(empty))), schemas: Arc::new(schemas) }
+        SharedCache {
+            inner: Arc::new(RwLock::new(Arc::new(empty))),
+            reloading: Arc::default(),
+            schemas: Arc::new(schemas),
+        }
     }
 
     pub fn get(&self) -> Arc<SchemaCache> {
@@ -375,6 +385,7 @@ impl SharedCache {
     }
 
     pub async fn reload(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let _order = self.reloading.lock().await;
         let cache = Arc::new(SchemaCache::load(pool, &self.schemas).await?);
         tracing::info!(
             relations = cache.relations.len(),
