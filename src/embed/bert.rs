@@ -547,14 +547,27 @@ fn gelu_tanh(x: f32) -> f32 {
 /// Runs `kernel` compiled for the widest SIMD instructions this CPU has (chosen at run time),
 /// or for the baseline when `KB_EMBED_SIMD=scalar`.
 fn simd<K: pulp::WithSimd>(kernel: K) -> K::Output {
-    static ARCH: OnceLock<Option<pulp::Arch>> = OnceLock::new();
-    let arch = ARCH.get_or_init(|| match std::env::var("KB_EMBED_SIMD").as_deref() {
-        Ok("scalar") => None,
-        _ => Some(pulp::Arch::new()),
-    });
-    match arch {
+    match arch() {
         Some(arch) => arch.dispatch(kernel),
         None => pulp::Simd::vectorize(pulp::Scalar::new(), kernel),
+    }
+}
+
+/// The instruction set chosen once per process: `None` for `KB_EMBED_SIMD=scalar`.
+fn arch() -> Option<pulp::Arch> {
+    static ARCH: OnceLock<Option<pulp::Arch>> = OnceLock::new();
+    *ARCH.get_or_init(|| match std::env::var("KB_EMBED_SIMD").as_deref() {
+        Ok("scalar") => None,
+        _ => Some(pulp::Arch::new()),
+    })
+}
+
+/// The name of the instruction set the kernels run on: `Scalar` (the baseline, when the CPU
+/// has nothing wider or `KB_EMBED_SIMD=scalar`), `V3` (x86-64 AVX2 + FMA), `V4` (AVX-512)...
+pub(crate) fn simd_name() -> String {
+    match arch() {
+        Some(arch) => format!("{arch:?}").split('(').next().unwrap_or_default().to_owned(),
+        None => "Scalar".to_owned(),
     }
 }
 

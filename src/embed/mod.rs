@@ -15,6 +15,7 @@ use secrecy::SecretString;
 
 use crate::chunk::Tokenizer;
 
+pub(crate) use bert::simd_name;
 pub use local::LocalEmbedder;
 pub use openai::{OpenAiEmbedder, OpenAiOptions};
 pub use retry::RetryPolicy;

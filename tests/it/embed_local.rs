@@ -68,20 +68,14 @@ async fn the_local_model_matches_sentence_transformers_with_texts_batched_togeth
     eprintln!("min cosine to sentence-transformers over {} texts: {min:.7}", items.len());
 }
 
-/// The encoder's kernels with their SIMD dispatch off (`KB_EMBED_SIMD=scalar`: the baseline
-/// instructions any CPU of the architecture has), through `kb bench embed` in a child process
-/// since the choice is made once per process.
-#[tokio::test]
-async fn the_kernels_without_wide_simd_give_the_same_vectors() {
+/// The reference texts' vectors from `kb bench embed` run by `command` (a child process, since
+/// the instruction set is chosen once per process), with the instruction set it reports.
+fn embed_in_child(mut command: std::process::Command, texts: &[&str]) -> (Vec<Vec<f32>>, String) {
     use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
-    let reference = reference();
-    let items: Vec<&ReferenceItem> = reference.items.iter().filter(|i| !i.truncated).collect();
-    let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+    let mut child = command
         .args(["bench", "embed"])
-        .env("KB_EMBED_SIMD", "scalar")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -93,12 +87,54 @@ async fn the_kernels_without_wide_simd_give_the_same_vectors() {
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("answer");
     assert!(child.wait().expect("kb bench embed exits").success());
     let answer: serde_json::Value = serde_json::from_str(&line).expect("a JSON answer");
-    let vectors: Vec<Vec<f32>> = serde_json::from_value(answer["vectors"].clone()).expect("vectors");
+    let vectors = serde_json::from_value(answer["vectors"].clone()).expect("vectors");
+    (vectors, answer["simd"].as_str().expect("the instruction set").to_owned())
+}
+
+fn assert_matches_the_reference(items: &[&ReferenceItem], vectors: &[Vec<f32>], how: &str) {
     assert_eq!(vectors.len(), items.len());
-    for (item, vector) in items.iter().zip(&vectors) {
+    for (item, vector) in items.iter().zip(vectors) {
         let similarity = cosine(vector, &item.embedding);
-        assert!(similarity >= 0.999, "{}: cosine {similarity} < 0.999 without wide SIMD", item.label);
+        assert!(similarity >= 0.999, "{}: cosine {similarity} < 0.999 {how}", item.label);
     }
+}
+
+/// The encoder's own kernels with their SIMD dispatch off (`KB_EMBED_SIMD=scalar`: the
+/// baseline instructions any CPU of the architecture has).
+#[tokio::test]
+async fn the_kernels_without_wide_simd_give_the_same_vectors() {
+    let reference = reference();
+    let items: Vec<&ReferenceItem> = reference.items.iter().filter(|i| !i.truncated).collect();
+    let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kb"));
+    command.env("KB_EMBED_SIMD", "scalar");
+    let (vectors, simd) = embed_in_child(command, &texts);
+    assert_eq!(simd, "Scalar");
+    assert_matches_the_reference(&items, &vectors, "with KB_EMBED_SIMD=scalar");
+}
+
+/// The whole embedder, matrix products included, on an x86-64 CPU without AVX: kb emulated
+/// by `qemu-x86_64` as a Nehalem (SSE4.2), so every run-time check (kb's kernels' and faer's)
+/// finds no wide instructions and takes its portable path. `scripts/setup.sh` installs qemu.
+#[cfg(target_arch = "x86_64")]
+#[tokio::test]
+async fn on_a_cpu_without_avx_the_whole_embedder_gives_the_same_vectors() {
+    let reference = reference();
+    // Short texts only: emulation is slow.
+    let items: Vec<&ReferenceItem> =
+        reference.items.iter().filter(|i| !i.truncated && i.text.len() < 400).take(3).collect();
+    assert!(!items.is_empty(), "the fixture has short texts");
+    let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+    let qemu = std::process::Command::new("qemu-x86_64").arg("-version").output();
+    assert!(
+        qemu.is_ok_and(|o| o.status.success()),
+        "qemu-x86_64 not found: install it with scripts/setup.sh (Debian package qemu-user)"
+    );
+    let mut command = std::process::Command::new("qemu-x86_64");
+    command.args(["-cpu", "Nehalem", env!("CARGO_BIN_EXE_kb")]);
+    let (vectors, simd) = embed_in_child(command, &texts);
+    assert_eq!(simd, "Scalar", "the emulated CPU has no AVX");
+    assert_matches_the_reference(&items, &vectors, "on a CPU without AVX");
 }
 
 #[tokio::test]

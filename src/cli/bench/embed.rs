@@ -1,8 +1,8 @@
 //! `kb bench embed`: kb's local embedder driven over stdin/stdout, so that a side-by-side
 //! script (`benches/embed_side_by_side.sh`) can time it and sentence-transformers in turns, in
 //! one run, on the same texts. Each input line is a JSON request `{"texts": [...], "reps":
-//! n, "batch": b}`; each output line answers it with the seconds of every repetition and the
-//! vectors of the last one. The model is loaded once, before the first request.
+//! n, "batch": b}`; each output line answers it with the seconds of every repetition, the
+//! vectors of the last one and the instruction set of the encoder's kernels (`simd`). The model is loaded once, before the first request.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -57,7 +57,7 @@ pub async fn run(args: EmbedBenchArgs) -> anyhow::Result<()> {
             seconds.push(started.elapsed().as_secs_f64());
         }
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", json!({ "seconds": seconds, "vectors": vectors }))?;
+        writeln!(out, "{}", json!({ "seconds": seconds, "vectors": vectors, "simd": embed::simd_name() }))?;
         out.flush()?;
     }
     Ok(())
