@@ -356,16 +356,10 @@ impl Model {
     fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let started = std::time::Instant::now();
         let ids: Vec<&[u32]> = batch.iter().map(|e| e.get_ids()).collect();
-        let tokens =
-            self.encoder.forward(&ids).map_err(|e| EmbedError::Permanent(format!("running the model: {e}")))?;
-        let mut rows = tokens.chunks_exact(self.dimensions);
-        let vectors = ids
-            .iter()
-            .map(|text| {
-                let text: Vec<&[f32]> = rows.by_ref().take(text.len()).collect();
-                self.pool(&text)
-            })
-            .collect();
+        let vectors = self
+            .encoder
+            .forward(&ids, |rows| self.pool(rows))
+            .map_err(|e| EmbedError::Permanent(format!("running the model: {e}")))?;
         debug!(
             texts = batch.len(),
             tokens = ids.iter().map(|t| t.len()).sum::<usize>(),
@@ -375,20 +369,21 @@ impl Model {
         Ok(vectors)
     }
 
-    /// One text's token vectors -> its vector.
-    fn pool(&self, tokens: &[&[f32]]) -> Vec<f32> {
+    /// One text's token vectors (`[tokens, dimensions]`, row-major) -> its vector.
+    fn pool(&self, tokens: &[f32]) -> Vec<f32> {
         let mut pooled = vec![0f32; self.dimensions];
+        let rows = tokens.chunks_exact(self.dimensions);
+        let count = rows.len().max(1) as f32;
         match self.pooling {
             Pooling::Cls => {
-                if let Some(first) = tokens.first() {
+                if let Some(first) = tokens.get(..self.dimensions) {
                     pooled.copy_from_slice(first);
                 }
             }
             Pooling::Mean => {
-                for token in tokens {
-                    pooled.iter_mut().zip(*token).for_each(|(p, t)| *p += t);
+                for token in rows {
+                    pooled.iter_mut().zip(token).for_each(|(p, t)| *p += t);
                 }
-                let count = tokens.len().max(1) as f32;
                 pooled.iter_mut().for_each(|p| *p /= count);
             }
         }
