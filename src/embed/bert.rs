@@ -422,30 +422,49 @@ fn attention(qkv: &[f32], out: &mut [f32], spans: &[(usize, usize)], hidden: usi
             tasks.push((q, k, v, context));
         }
     }
-    // One scores buffer per rayon job, reused by its tasks.
-    tasks.into_par_iter().for_each_init(Scratch::default, |scratch, (q, k, v, mut context)| {
-        let n = q.nrows();
-        scratch.scores.resize(n * n, 0.0);
-        scratch.inverses.resize(n, 0.0);
-        let scores = &mut scratch.scores[..n * n];
-        let weights = faer::MatMut::from_row_major_slice_mut(scores, n, n);
-        faer::linalg::matmul::matmul(weights, faer::Accum::Replace, q, k.transpose(), scale, faer::Par::Seq);
-        simd(SoftmaxRows { rows: scores, inverses: &mut scratch.inverses[..n] });
-        let weights = faer::MatRef::from_row_major_slice(scores, n, n);
-        faer::linalg::matmul::matmul(context.as_mut(), faer::Accum::Replace, weights, v, 1.0, faer::Par::Seq);
-        for (row, &inverse) in context.row_iter_mut().zip(&scratch.inverses[..n]) {
-            for value in row.iter_mut() {
-                *value *= inverse;
-            }
-        }
-    });
+    tasks
+        .into_par_iter()
+        .for_each(|(q, k, v, context)| SCRATCH.with_borrow_mut(|scratch| head(scratch, q, k, v, context, scale)));
 }
 
-/// An attention job's buffers: a head's `[n, n]` scores, and each row's softmax divisor.
+/// One head of one text: `context = softmax(scale · q·kᵀ) · v`.
+fn head(
+    scratch: &mut Scratch,
+    q: faer::MatRef<f32>,
+    k: faer::MatRef<f32>,
+    v: faer::MatRef<f32>,
+    mut context: faer::MatMut<f32>,
+    scale: f32,
+) {
+    let n = q.nrows();
+    // Grown, never shrunk: slices of them serve shorter texts.
+    if scratch.scores.len() < n * n {
+        scratch.scores.resize(n * n, 0.0);
+        scratch.inverses.resize(n, 0.0);
+    }
+    let scores = &mut scratch.scores[..n * n];
+    let weights = faer::MatMut::from_row_major_slice_mut(scores, n, n);
+    faer::linalg::matmul::matmul(weights, faer::Accum::Replace, q, k.transpose(), scale, faer::Par::Seq);
+    simd(SoftmaxRows { rows: scores, inverses: &mut scratch.inverses[..n] });
+    let weights = faer::MatRef::from_row_major_slice(scores, n, n);
+    faer::linalg::matmul::matmul(context.as_mut(), faer::Accum::Replace, weights, v, 1.0, faer::Par::Seq);
+    for (row, &inverse) in context.row_iter_mut().zip(&scratch.inverses[..n]) {
+        for value in row.iter_mut() {
+            *value *= inverse;
+        }
+    }
+}
+
+/// A thread's attention buffers: a head's `[n, n]` scores, and each row's softmax divisor.
+/// Kept per thread for the process: fresh ones per head or job cost page faults.
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
     inverses: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// The numerators of each `n`-wide row's softmax, `e^(v - max)`, in place, and the inverse of
