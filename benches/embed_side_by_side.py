@@ -3,7 +3,9 @@
 
 For texts of exactly 32, 128 and 256 tokens ([CLS]/[SEP] included; 64 texts per call, 32 per
 forward pass in both engines) the two engines take turns, a call each, --reps times; texts/s is
-the median over each engine's calls, and the ratio is taken in the same run. Single-query latency:
+the median over each engine's calls. The ratio is the median over the pairs of calls made one
+after the other (this shared machine's speed drifts by tens of percent within a minute, and a
+pair sees the same conditions), with the lowest and highest pair's ratio beside it. Single-query latency:
 one short query embedded alone, as a search does, median of --reps x 10 calls. Quality: the cosine
 of kb's vector and sentence-transformers' for every text (the minimum is reported).
 
@@ -130,8 +132,9 @@ def main():
             worst = min(worst, min(cosine(a, b) for a, b in zip(st_vectors, kb_vectors)))
         st_rate = len(texts) / statistics.median(st_times)
         kb_rate = len(texts) / statistics.median(kb_times)
+        pairs = [st / kb for st, kb in zip(st_times, kb_times)]
         rows.append({"tokens": n, "kb_texts_per_s": kb_rate, "st_texts_per_s": st_rate,
-                     "ratio": kb_rate / st_rate, "min_cosine": worst})
+                     "ratio": statistics.median(pairs), "pair_ratios": pairs, "min_cosine": worst})
 
     st_lat, kb_lat = [], []
     for _ in range(args.reps * 10):
@@ -143,11 +146,13 @@ def main():
     query = {"kb_ms": 1000 * statistics.median(kb_lat), "st_ms": 1000 * statistics.median(st_lat),
              "min_cosine": cosine(st_vector[0], kb_vector[0])}
 
-    print(f"\n{'tokens':>6} | {'kb texts/s':>10} | {'sentence-transformers':>21} | {'kb / ST':>7} | {'min cosine':>10}")
-    print("-" * 68)
+    print(f"\n{'tokens':>6} | {'kb texts/s':>10} | {'sentence-transformers':>21} | {'kb / ST':>7} | "
+          f"{'pairs':>11} | {'min cosine':>10}")
+    print("-" * 82)
     for r in rows:
+        spread = f"{min(r['pair_ratios']):.2f}-{max(r['pair_ratios']):.2f}"
         print(f"{r['tokens']:>6} | {r['kb_texts_per_s']:>10.1f} | {r['st_texts_per_s']:>21.1f} | "
-              f"{r['ratio']:>6.2f}x | {r['min_cosine']:>10.6f}")
+              f"{r['ratio']:>6.2f}x | {spread:>11} | {r['min_cosine']:>10.6f}")
     print(f"\nsingle query ({len(tok(QUERY)['input_ids'])} tokens), median: kb {query['kb_ms']:.2f} ms, "
           f"sentence-transformers {query['st_ms']:.2f} ms; cosine {query['min_cosine']:.6f}")
     if args.json:

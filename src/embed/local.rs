@@ -6,8 +6,10 @@
 //! One thread runs the model for the whole process. Calls that arrive while it is busy wait in
 //! its queue and then share forward passes (up to the batch size in texts): ingestion embeds a
 //! document's few chunks per call, several documents at once, and small passes that compete
-//! for the cores waste most of them.
+//! for the cores waste most of them. Queries (calls of one text, as a search makes) go first:
+//! ahead of the waiting calls, and between the passes of a call that needs several.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
@@ -214,7 +216,7 @@ impl LocalEmbedder {
         // The thread ends when the embedder (the queue's only sender) is dropped.
         std::thread::Builder::new()
             .name("kb-embed".into())
-            .spawn(move || run_queue(&runner, &requests, batch_size))
+            .spawn(move || Queue { model: &runner, requests: &requests, waiting: VecDeque::new(), batch_size }.run())
             .map_err(|e| EmbedError::Config(format!("cannot start the embedding thread: {e}")))?;
         Ok(LocalEmbedder { name, tokenizer: Tokenizer::HuggingFace(model.tokenizer.clone()), model, queue })
     }
@@ -230,32 +232,95 @@ impl LocalEmbedder {
     }
 }
 
-/// The model's thread: takes the next call and every call queued behind it, up to `batch_size`
-/// texts in all, and answers them from shared forward passes.
-fn run_queue(model: &Model, requests: &mpsc::Receiver<Request>, batch_size: usize) {
-    while let Ok(first) = requests.recv() {
-        let mut texts = first.texts.len();
-        let mut group = vec![first];
-        while texts < batch_size {
-            let Ok(next) = requests.try_recv() else { break };
+/// The model's thread: its queue, and the calls taken from it and not yet answered.
+struct Queue<'a> {
+    model: &'a Model,
+    requests: &'a mpsc::Receiver<Request>,
+    waiting: VecDeque<Request>,
+    batch_size: usize,
+}
+
+impl Queue<'_> {
+    /// Answers calls until the embedder (the queue's only sender) is dropped.
+    fn run(mut self) {
+        loop {
+            if self.waiting.is_empty() {
+                match self.requests.recv() {
+                    Ok(request) => self.waiting.push_back(request),
+                    Err(_) => return,
+                }
+            }
+            self.receive();
+            let group = self.next_group();
+            let model = self.model;
+            let batch_size = self.batch_size;
+            // A panic fails the calls of this group (their replies are dropped), not the thread.
+            let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                answer(model, group, batch_size, &mut || self.answer_queries())
+            }));
+            if answered.is_err() {
+                tracing::error!("the embedding model panicked; its callers got an error");
+            }
+        }
+    }
+
+    /// Moves the calls that have arrived into `waiting`, without blocking.
+    fn receive(&mut self) {
+        while let Ok(request) = self.requests.try_recv() {
+            self.waiting.push_back(request);
+        }
+    }
+
+    /// The calls to run together next, up to the batch size in texts: the waiting queries
+    /// (calls of one text, as a search makes) before anything else, else the oldest calls.
+    fn next_group(&mut self) -> Vec<Request> {
+        let queries = self.take_queries();
+        if !queries.is_empty() {
+            return queries;
+        }
+        let mut group = Vec::new();
+        let mut texts = 0;
+        while texts < self.batch_size {
+            let Some(next) = self.waiting.pop_front() else { break };
             texts += next.texts.len();
             group.push(next);
         }
-        // A panic fails the calls of this group (their replies are dropped), not the thread.
-        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(model, group, batch_size)));
-        if answered.is_err() {
-            tracing::error!("the embedding model panicked; its callers got an error");
+        group
+    }
+
+    fn take_queries(&mut self) -> Vec<Request> {
+        let mut queries = Vec::new();
+        let mut rest = VecDeque::with_capacity(self.waiting.len());
+        for request in self.waiting.drain(..) {
+            if request.texts.len() == 1 && queries.len() < self.batch_size {
+                queries.push(request);
+            } else {
+                rest.push_back(request);
+            }
+        }
+        self.waiting = rest;
+        queries
+    }
+
+    /// Between two passes of a call that needs several: the queries that arrived meanwhile,
+    /// so that a search waits for one pass of ingestion, not for a whole document.
+    fn answer_queries(&mut self) {
+        self.receive();
+        let queries = self.take_queries();
+        if !queries.is_empty() {
+            answer(self.model, queries, self.batch_size, &mut || {});
         }
     }
 }
 
-fn answer(model: &Model, mut group: Vec<Request>, batch_size: usize) {
+/// Answers `group` from shared forward passes; `between_passes` runs after each pass.
+fn answer(model: &Model, mut group: Vec<Request>, batch_size: usize, between_passes: &mut dyn FnMut()) {
     if group.len() == 1 {
-        answer_alone(model, group.remove(0), batch_size);
+        answer_alone(model, group.remove(0), batch_size, between_passes);
         return;
     }
     let texts: Vec<String> = group.iter().flat_map(|r| r.texts.iter().cloned()).collect();
-    match model.embed(&texts, batch_size) {
+    match model.embed(&texts, batch_size, between_passes) {
         Ok(vectors) => {
             let mut vectors = vectors.into_iter();
             for request in group {
@@ -266,12 +331,12 @@ fn answer(model: &Model, mut group: Vec<Request>, batch_size: usize) {
         // One call's bad input (a text over the window) must not fail the others, and its
         // error must name its own text: each call runs alone. Lengths are checked before any
         // forward pass, so the failed group cost only its tokenization.
-        Err(_) => group.into_iter().for_each(|request| answer_alone(model, request, batch_size)),
+        Err(_) => group.into_iter().for_each(|request| answer_alone(model, request, batch_size, between_passes)),
     }
 }
 
-fn answer_alone(model: &Model, request: Request, batch_size: usize) {
-    let result = request.span.in_scope(|| model.embed(&request.texts, batch_size));
+fn answer_alone(model: &Model, request: Request, batch_size: usize, between_passes: &mut dyn FnMut()) {
+    let result = request.span.in_scope(|| model.embed(&request.texts, batch_size, between_passes));
     let _ = request.reply.send(result);
 }
 
@@ -332,8 +397,14 @@ impl Model {
         Ok(Model { encoder, tokenizer, pooling, normalize, dimensions: config.hidden_size, max_input_tokens })
     }
 
-    /// Tokenises, checks lengths, and embeds in batches of similar length. Blocking.
-    fn embed(&self, texts: &[String], batch_size: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Tokenises, checks lengths, and embeds in batches of similar length, running
+    /// `between_passes` after each. Blocking.
+    fn embed(
+        &self,
+        texts: &[String],
+        batch_size: usize,
+        between_passes: &mut dyn FnMut(),
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -348,7 +419,9 @@ impl Model {
         let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
         embed_in_length_batches(&lengths, batch_size, MAX_BATCH_TOKENS, |batch| {
             let batch: Vec<&tokenizers::Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
-            self.embed_batch(&batch)
+            let vectors = self.embed_batch(&batch);
+            between_passes();
+            vectors
         })
     }
 

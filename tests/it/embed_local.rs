@@ -239,3 +239,27 @@ async fn concurrent_calls_share_passes_and_keep_their_own_answers_and_errors() {
         }
     }
 }
+
+/// A query (one text, as a search embeds it) that arrives while a call of many texts runs is
+/// answered between that call's forward passes, not after all of them.
+#[tokio::test]
+async fn a_query_is_answered_between_the_passes_of_a_long_call() {
+    let model = std::sync::Arc::new(load_model().await);
+    // About 4,800 tokens: three passes of at most 2,048.
+    let bulk: Vec<String> = (0..24)
+        .map(|i| format!("document {i}: {}", "billing and refunds for the enterprise plan ".repeat(25)))
+        .collect();
+    let long = {
+        let (model, bulk) = (model.clone(), bulk.clone());
+        tokio::spawn(async move { (model.embed(&bulk).await, std::time::Instant::now()) })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let query = "how do refunds work?".to_string();
+    let vector = model.embed(std::slice::from_ref(&query)).await.expect("the query");
+    let query_done = std::time::Instant::now();
+    let (vectors, long_done) = long.await.expect("the long call's task");
+    assert_eq!(vectors.expect("the long call").len(), bulk.len());
+    assert!(query_done < long_done, "the query waited for the whole long call");
+    let alone = model.embed(std::slice::from_ref(&query)).await.expect("the query alone");
+    assert!(cosine(&alone[0], &vector[0]) >= 0.9999);
+}
