@@ -288,6 +288,7 @@ impl Queue<'_> {
         group
     }
 
+    /// Takes the waiting calls of one text, in arrival order, up to the batch size.
     fn take_queries(&mut self) -> Vec<Request> {
         let mut queries = Vec::new();
         let mut rest = VecDeque::with_capacity(self.waiting.len());
