@@ -324,7 +324,15 @@ async fn with_lease<T>(
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(held)
                 };
-                match extended.await {
+                tokio::pin!(extended);
+                // The work keeps running while the lease is renewed: its last transaction
+                // holds the job's row, so the renewal can wait for the work to commit.
+                let extended = tokio::select! {
+                    result = &mut work => return Leased::Finished(result),
+                    _ = tokio::time::sleep_until(deadline) => return Leased::TimedOut,
+                    extended = &mut extended => extended,
+                };
+                match extended {
                     Ok(true) => {}
                     Ok(false) => return Leased::Lost,
                     Err(e) => tracing::warn!(error = %e, "could not extend the job lease"),
